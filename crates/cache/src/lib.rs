@@ -1,0 +1,13 @@
+//! weir's caches.
+//!
+//! - [`PageCache`]: file data in fixed-size pages on the local disk, one
+//!   sparse file per object version, every page checksummed, bounded by a
+//!   byte capacity with LRU eviction, and still warm after a restart.
+//! - [`MetaCache`]: stat results (including "does not exist") and directory
+//!   listings, each kept for a TTL.
+
+mod meta;
+mod pages;
+
+pub use meta::MetaCache;
+pub use pages::{CacheError, CacheStats, ObjectKey, PageCache, PageCacheConfig};

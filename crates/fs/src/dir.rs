@@ -1,0 +1,317 @@
+//! Directories and namespace changes: listings (merging the UFS, mount
+//! points and files being written), mkdir, rmdir, unlink, rename, symlinks.
+
+use std::sync::Arc;
+
+use weir_namespace::{Resolved, child};
+use weir_ufs::{Entry, Kind, Stat};
+
+use crate::error::{FsError, Result};
+use crate::handle::{DirHandle, Handle};
+use crate::types::{Attr, DirEntry, RenameFlags};
+use crate::{Fs, policy};
+
+/// Node ids shown in listings for nodes the kernel has not looked up: a
+/// stable hash of the path with the top bit set, so it never collides with
+/// the ids of the inode table.
+fn listing_ino(path: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | (1 << 63)
+}
+
+impl Fs {
+    /// The children of directory `path`, with their attributes.
+    pub(crate) async fn listing(&self, path: &str) -> Result<Vec<Entry>> {
+        let table = &self.inner.table;
+        let mut entries: Vec<Entry> = match self.resolve(path) {
+            Resolved::Outside => return Err(FsError::not_found(path)),
+            Resolved::Virtual => Vec::new(),
+            Resolved::Ufs { mount, rel } => self.ufs_listing(path, mount, &rel).await?,
+        };
+        if !self.inner.cfg.symlinks {
+            entries.retain(|e| e.stat.kind != Kind::Symlink);
+        }
+        for name in table.mount_children(path) {
+            entries.retain(|e| e.name != name);
+            entries.push(Entry {
+                name,
+                stat: Stat::dir(),
+            });
+        }
+        for name in self.inner.pending.children(path) {
+            if let Some(stat) = self.inner.pending.stat(&child(path, &name)) {
+                entries.retain(|e| e.name != name);
+                entries.push(Entry { name, stat });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    async fn ufs_listing(&self, path: &str, mount: usize, rel: &str) -> Result<Vec<Entry>> {
+        if let Some(cached) = self.inner.meta.list(path) {
+            return Ok(cached.as_ref().clone());
+        }
+        let ufs = &self.inner.table.mount(mount).ufs;
+        let entries = match ufs.list(rel).await {
+            Ok(e) => e,
+            // A directory that exists only as an ancestor of a mount point.
+            Err(e) if e.is_not_found() && !self.inner.table.mount_children(path).is_empty() => {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for e in &entries {
+            self.inner
+                .meta
+                .put_stat(&child(path, &e.name), Some(e.stat.clone()));
+        }
+        self.inner.meta.put_list(path, Arc::new(entries.clone()));
+        Ok(entries)
+    }
+
+    /// Opens directory `ino`, taking a snapshot of its entries.
+    pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        let path = self.path_of(ino)?;
+        let stat = self.stat_path(&path).await?;
+        if stat.kind != Kind::Dir {
+            return Err(FsError::new(
+                libc::ENOTDIR,
+                format!("{path} is not a directory"),
+            ));
+        }
+        let listing = self.listing(&path).await?;
+        let parent_ino = {
+            let inodes = self.inner.inodes.lock();
+            inodes.peek(weir_namespace::parent(&path)).unwrap_or(ino)
+        };
+        let mut entries = Vec::with_capacity(listing.len() + 2);
+        entries.push(DirEntry {
+            ino,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        entries.push(DirEntry {
+            ino: parent_ino,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        {
+            let inodes = self.inner.inodes.lock();
+            for e in listing {
+                let p = child(&path, &e.name);
+                entries.push(DirEntry {
+                    ino: inodes.peek(&p).unwrap_or_else(|| listing_ino(&p)),
+                    kind: e.stat.kind,
+                    name: e.name,
+                });
+            }
+        }
+        Ok(self.add_handle(Handle::Dir(Arc::new(DirHandle { entries }))))
+    }
+
+    /// Entries of an open directory from position `offset` on.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.dir_handle(fh)?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(dir.entries.len());
+        Ok(dir.entries[start..].to_vec())
+    }
+
+    /// Closes an open directory.
+    pub fn releasedir(&self, fh: u64) {
+        self.inner.handles.lock().remove(&fh);
+    }
+
+    fn check_not_mount(&self, path: &str) -> Result<()> {
+        let table = &self.inner.table;
+        if table.is_mount_point(path) || !table.mount_children(path).is_empty() {
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{path} is (or holds) a mount point"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ufs_of(&self, path: &str) -> Result<(usize, String)> {
+        match self.resolve(path) {
+            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
+            Resolved::Ufs { .. } => Err(FsError::new(
+                libc::EBUSY,
+                format!("{path} is a mount point"),
+            )),
+            Resolved::Virtual => Err(FsError::read_only(path)),
+            Resolved::Outside => Err(FsError::not_found(path)),
+        }
+    }
+
+    /// Creates directory `name` in `parent`.
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        policy::check_writable(self.inner.cfg.read_only, &path)?;
+        if self.stat_path(&path).await.is_ok() {
+            return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
+        }
+        let (mount, rel) = self.ufs_of(&path)?;
+        self.inner.table.mount(mount).ufs.create_dir(&rel).await?;
+        self.invalidate(&path);
+        self.inner.meta.put_stat(&path, Some(Stat::dir()));
+        self.lookup(parent, name).await
+    }
+
+    /// Removes file `name` from `parent`.
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        let path = self.child_path(parent, name)?;
+        policy::check_writable(self.inner.cfg.read_only, &path)?;
+        self.check_not_mount(&path)?;
+        let stat = self.stat_path(&path).await?;
+        if stat.kind == Kind::Dir {
+            return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
+        }
+        let (mount, rel) = self.ufs_of(&path)?;
+        let was_pending = self.inner.pending.stat(&path).is_some();
+        self.unlink_writers(&path).await;
+        match self.inner.table.mount(mount).ufs.delete(&rel).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() && was_pending => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.invalidate(&path);
+        self.inner.inodes.lock().unlink(&path);
+        Ok(())
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let path = self.child_path(parent, name)?;
+        policy::check_writable(self.inner.cfg.read_only, &path)?;
+        self.check_not_mount(&path)?;
+        let stat = self.stat_path(&path).await?;
+        if stat.kind != Kind::Dir {
+            return Err(FsError::new(
+                libc::ENOTDIR,
+                format!("{path} is not a directory"),
+            ));
+        }
+        if !self.inner.pending.children(&path).is_empty() {
+            return Err(FsError::new(
+                libc::ENOTEMPTY,
+                format!("{path} has files being written"),
+            ));
+        }
+        let (mount, rel) = self.ufs_of(&path)?;
+        self.inner.table.mount(mount).ufs.remove_dir(&rel).await?;
+        self.invalidate(&path);
+        self.inner.meta.invalidate_tree(&path);
+        self.inner.inodes.lock().unlink(&path);
+        Ok(())
+    }
+
+    /// Renames `parent/name` to `newparent/newname`, replacing a file or an
+    /// empty directory there, as rename(2) does.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        flags: RenameFlags,
+    ) -> Result<()> {
+        if flags.exchange {
+            return Err(FsError::unsupported("RENAME_EXCHANGE"));
+        }
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(newparent, newname)?;
+        policy::check_writable(self.inner.cfg.read_only, &from)?;
+        if from == to {
+            return Ok(());
+        }
+        self.check_not_mount(&from)?;
+        self.check_not_mount(&to)?;
+        let (mount, from_rel) = self.ufs_of(&from)?;
+        let (to_mount, to_rel) = self.ufs_of(&to)?;
+        if mount != to_mount {
+            return Err(FsError::new(
+                libc::EXDEV,
+                format!("{from} and {to} are on different mounts"),
+            ));
+        }
+        let src = self.stat_path(&from).await?;
+        if src.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(FsError::new(
+                libc::EINVAL,
+                format!("cannot move {from} into itself"),
+            ));
+        }
+        let ufs = &self.inner.table.mount(mount).ufs;
+        match self.stat_path(&to).await {
+            Ok(_) if flags.no_replace => {
+                return Err(FsError::new(libc::EEXIST, format!("{to} exists")));
+            }
+            Ok(dst) => match (src.kind, dst.kind) {
+                (Kind::Dir, Kind::Dir) => {
+                    if !self.listing(&to).await?.is_empty() {
+                        return Err(FsError::new(libc::ENOTEMPTY, format!("{to} is not empty")));
+                    }
+                    if !ufs.is_local() {
+                        ufs.remove_dir(&to_rel).await?;
+                    }
+                }
+                (Kind::Dir, _) => {
+                    return Err(FsError::new(
+                        libc::ENOTDIR,
+                        format!("{to} is not a directory"),
+                    ));
+                }
+                (_, Kind::Dir) => {
+                    return Err(FsError::new(libc::EISDIR, format!("{to} is a directory")));
+                }
+                _ => {}
+            },
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        self.move_writers(&from, &to).await?;
+        let result = ufs.rename(&from_rel, &to_rel, src.kind).await;
+        for p in [&from, &to] {
+            self.invalidate(p);
+            self.inner.meta.invalidate_tree(p);
+        }
+        result?;
+        self.inner.inodes.lock().rename(&from, &to);
+        Ok(())
+    }
+
+    /// Creates symlink `name` in `parent` pointing at `target`.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        policy::check_symlinks(self.inner.cfg.symlinks)?;
+        let path = self.child_path(parent, name)?;
+        policy::check_writable(self.inner.cfg.read_only, &path)?;
+        if self.stat_path(&path).await.is_ok() {
+            return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
+        }
+        let (mount, rel) = self.ufs_of(&path)?;
+        self.inner
+            .table
+            .mount(mount)
+            .ufs
+            .symlink(&rel, target)
+            .await?;
+        self.invalidate(&path);
+        self.lookup(parent, name).await
+    }
+
+    /// The target of symlink `ino`.
+    pub async fn readlink(&self, ino: u64) -> Result<String> {
+        policy::check_symlinks(self.inner.cfg.symlinks)?;
+        let path = self.path_of(ino)?;
+        let (mount, rel) = self.ufs_of(&path)?;
+        Ok(self.inner.table.mount(mount).ufs.readlink(&rel).await?)
+    }
+}

@@ -1,0 +1,266 @@
+//! Open files: the handle table, open/create/release, and setattr, which
+//! needs a handle's staging file when it truncates.
+
+use std::sync::Arc;
+
+use weir_cache::ObjectKey;
+use weir_namespace::Resolved;
+use weir_ufs::Stat;
+
+use crate::error::{FsError, Result};
+use crate::read::{Reader, Source};
+use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, SetAttr};
+use crate::write::{Fresh, Writer};
+use crate::{Fs, policy};
+
+/// An open file.
+#[derive(Debug)]
+pub(crate) struct FileHandle {
+    /// Read state, when the file existed at open.
+    pub reader: Option<Reader>,
+    /// Write state, when opened for writing.
+    pub writer: Option<tokio::sync::Mutex<Writer>>,
+}
+
+/// An open directory: a snapshot of its entries.
+#[derive(Debug)]
+pub(crate) struct DirHandle {
+    pub entries: Vec<crate::types::DirEntry>,
+}
+
+/// Any open handle.
+#[derive(Debug, Clone)]
+pub(crate) enum Handle {
+    File(Arc<FileHandle>),
+    Dir(Arc<DirHandle>),
+}
+
+impl Handle {
+    pub(crate) fn file(&self) -> Option<Arc<FileHandle>> {
+        match self {
+            Handle::File(f) => Some(f.clone()),
+            Handle::Dir(_) => None,
+        }
+    }
+}
+
+impl Fs {
+    pub(crate) fn file_handle(&self, fh: u64) -> Result<Arc<FileHandle>> {
+        self.inner
+            .handles
+            .lock()
+            .get(&fh)
+            .and_then(Handle::file)
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("no open file handle {fh}")))
+    }
+
+    pub(crate) fn dir_handle(&self, fh: u64) -> Result<Arc<DirHandle>> {
+        match self.inner.handles.lock().get(&fh) {
+            Some(Handle::Dir(d)) => Ok(d.clone()),
+            _ => Err(FsError::new(
+                libc::EBADF,
+                format!("no open directory handle {fh}"),
+            )),
+        }
+    }
+
+    pub(crate) fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.new_fh();
+        self.inner.handles.lock().insert(fh, h);
+        fh
+    }
+
+    fn ufs_location(&self, path: &str) -> Result<(usize, String)> {
+        match self.resolve(path) {
+            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
+            Resolved::Ufs { .. } => Err(FsError::new(
+                libc::EISDIR,
+                format!("{path} is a mount point"),
+            )),
+            Resolved::Virtual => Err(FsError::read_only(path)),
+            Resolved::Outside => Err(FsError::not_found(path)),
+        }
+    }
+
+    fn source(&self, path: &str, mount: usize, rel: &str, stat: &Stat) -> Source {
+        let version = stat.version();
+        let ufs = &self.inner.table.mount(mount).ufs;
+        Source {
+            path: path.to_string(),
+            mount,
+            rel: rel.to_string(),
+            size: stat.size,
+            key: ObjectKey::new(ufs.uri(), rel, &version),
+            etag: stat.etag.clone(),
+            version,
+        }
+    }
+
+    /// Opens node `ino`.
+    pub async fn open(&self, ino: u64, flags: OpenFlags) -> Result<Opened> {
+        let path = self.path_of(ino)?;
+        let stat = self.stat_path(&path).await?;
+        match stat.kind {
+            Kind::Dir => return Err(FsError::new(libc::EISDIR, format!("{path} is a directory"))),
+            Kind::Symlink => return Err(FsError::new(libc::ELOOP, format!("{path} is a symlink"))),
+            Kind::File => {}
+        }
+        let (mount, rel) = self.ufs_location(&path)?;
+        let pending = self.inner.pending.stat(&path).is_some();
+        // A file still being written by another handle has no UFS version yet.
+        let src = (!pending).then(|| self.source(&path, mount, &rel, &stat));
+        let writer = if flags.write {
+            policy::check_writable(self.inner.cfg.read_only, &path)?;
+            if flags.append {
+                policy::check_append(self.inner.cfg.random_writes)?;
+            }
+            let fresh = if flags.truncate {
+                Fresh::Truncated
+            } else if stat.size == 0 {
+                Fresh::Empty
+            } else {
+                Fresh::No
+            };
+            let base = if fresh == Fresh::No {
+                src.clone()
+            } else {
+                None
+            };
+            Some(tokio::sync::Mutex::new(
+                self.new_writer(&path, mount, &rel, fresh, base)?,
+            ))
+        } else {
+            None
+        };
+        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
+        let handle = FileHandle {
+            reader: src.map(Reader::new),
+            writer,
+        };
+        let fh = self.add_handle(Handle::File(Arc::new(handle)));
+        Ok(Opened { fh, keep_cache })
+    }
+
+    fn keep_cache(&self, ino: u64, stat: &Stat) -> bool {
+        match self.inner.cfg.kernel_cache {
+            KernelCache::Off => false,
+            KernelCache::Keep => true,
+            KernelCache::Auto => {
+                let version = stat.version();
+                let mut seen = self.inner.open_versions.lock();
+                let same = seen.get(&ino) == Some(&version);
+                seen.insert(ino, version);
+                same
+            }
+        }
+    }
+
+    /// Creates and opens `name` in `parent`. The file exists for lookups at
+    /// once, and in the UFS from its first flush or close.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        flags: OpenFlags,
+    ) -> Result<(Attr, Opened)> {
+        let path = self.child_path(parent, name)?;
+        policy::check_writable(self.inner.cfg.read_only, &path)?;
+        match self.stat_path(&path).await {
+            Ok(stat) if stat.kind == Kind::Dir => {
+                return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
+            }
+            Ok(_) if flags.exclusive => {
+                return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
+            }
+            Ok(_) => {
+                // It appeared since the kernel's lookup: open it as it is.
+                let attr = self.lookup(parent, name).await?;
+                let opened = self.open(attr.ino, flags).await?;
+                return Ok((attr, opened));
+            }
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let (mount, rel) = self.ufs_location(&path)?;
+        let writer = self.new_writer(&path, mount, &rel, Fresh::Truncated, None)?;
+        let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
+        let handle = FileHandle {
+            reader: None,
+            writer: Some(tokio::sync::Mutex::new(writer)),
+        };
+        let fh = self.add_handle(Handle::File(Arc::new(handle)));
+        self.invalidate(&path);
+        let stat = self.inner.pending.stat(&path).unwrap_or_else(Stat::dir);
+        Ok((
+            self.attr(ino, &stat),
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    /// Closes handle `fh`, uploading what it staged. An upload error here
+    /// can only be logged; applications that care see it from close(2),
+    /// which flushes first.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let handle = self.inner.handles.lock().remove(&fh);
+        let Some(Handle::File(h)) = handle else {
+            return Ok(());
+        };
+        if let Some(w) = &h.writer {
+            let mut w = w.lock().await;
+            self.finish_writer(&mut w).await?;
+        }
+        Ok(())
+    }
+
+    /// Changes attributes of `ino`. Only the size can change (within the
+    /// semantics table's rules); mode, owner and times are refused.
+    pub async fn setattr(&self, ino: u64, set: &SetAttr, fh: Option<u64>) -> Result<Attr> {
+        if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || set.times {
+            return Err(FsError::unsupported("chmod, chown and utimens"));
+        }
+        if let Some(size) = set.size {
+            let path = self.path_of(ino)?;
+            policy::check_writable(self.inner.cfg.read_only, &path)?;
+            let handle = fh.and_then(|fh| self.file_handle(fh).ok());
+            match handle.as_ref().and_then(|h| h.writer.as_ref()) {
+                Some(w) => {
+                    let mut w = w.lock().await;
+                    self.truncate_handle(&mut w, size).await?;
+                }
+                None => self.truncate_path(&path, size).await?,
+            }
+        }
+        self.getattr(ino).await
+    }
+
+    async fn truncate_path(&self, path: &str, size: u64) -> Result<()> {
+        let stat = self.stat_path(path).await?;
+        if stat.kind != Kind::File {
+            return Err(FsError::new(libc::EISDIR, format!("{path} is not a file")));
+        }
+        if self.inner.pending.stat(path).is_some() {
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{path} is being written; truncate through its handle"),
+            ));
+        }
+        policy::check_truncate(self.inner.cfg.random_writes, stat.size, size)?;
+        if size == stat.size {
+            return Ok(());
+        }
+        let (mount, rel) = self.ufs_location(path)?;
+        let base = (size != 0).then(|| self.source(path, mount, &rel, &stat));
+        let fresh = if size == 0 {
+            Fresh::Truncated
+        } else {
+            Fresh::No
+        };
+        let mut w = self.new_writer(path, mount, &rel, fresh, base)?;
+        let result = self.truncate_handle(&mut w, size).await;
+        let finished = self.finish_writer(&mut w).await;
+        result.and(finished)
+    }
+}

@@ -1,0 +1,187 @@
+//! weir's filesystem core, free of FUSE.
+//!
+//! [`Fs`] implements the namespace operations (lookup, readdir, create,
+//! rename, ...) and the data path over a [`MountTable`], a [`MetaCache`] and
+//! a [`PageCache`]. The FUSE adapter is a thin layer that turns kernel
+//! requests into calls here, so every rule of the semantics table can be
+//! tested without a mount.
+//!
+//! Module map: `inode` (node ids), `read` (paged reads and read-ahead),
+//! `write` (staging and atomic upload), `dir` (listings), `meta` (stat with
+//! caches), `policy` (what the semantics table allows).
+
+mod dir;
+mod error;
+mod handle;
+mod inode;
+mod meta;
+mod policy;
+mod read;
+mod types;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use weir_cache::{MetaCache, PageCache};
+use weir_namespace::{MountTable, Resolved};
+
+pub use error::{FsError, Result};
+pub use inode::{InodeTable, ROOT_INO};
+pub use types::{
+    Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, RenameFlags, SetAttr, StatFs,
+};
+
+use handle::Handle;
+use write::PendingFiles;
+
+/// The filesystem. Cheap to clone; clones share all state.
+#[derive(Debug, Clone)]
+pub struct Fs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: MountTable,
+    meta: MetaCache,
+    pages: Arc<PageCache>,
+    cfg: FsConfig,
+    inodes: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    pending: PendingFiles,
+    fetches: read::Fetches,
+    /// Version seen at the last open of each node, for `auto_cache`.
+    open_versions: Mutex<HashMap<u64, String>>,
+    /// Reported as the mtime of directories the UFS gives no time for.
+    started: std::time::SystemTime,
+}
+
+impl Fs {
+    /// A filesystem over `table`, caching data in `pages`.
+    pub fn new(table: MountTable, pages: Arc<PageCache>, cfg: FsConfig) -> Result<Fs> {
+        std::fs::create_dir_all(&cfg.staging_dir).map_err(|e| {
+            FsError::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("staging dir {}: {e}", cfg.staging_dir.display()),
+            )
+        })?;
+        write::clear_stale_staging(&cfg.staging_dir);
+        Ok(Fs {
+            inner: Arc::new(Inner {
+                meta: MetaCache::new(cfg.metadata_ttl, 1_000_000),
+                fetches: read::Fetches::new(cfg.ufs_concurrency),
+                table,
+                pages,
+                cfg,
+                inodes: Mutex::new(InodeTable::new()),
+                handles: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                pending: PendingFiles::default(),
+                open_versions: Mutex::new(HashMap::new()),
+                started: std::time::SystemTime::now(),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FsConfig {
+        &self.inner.cfg
+    }
+
+    /// The page cache.
+    pub fn pages(&self) -> &Arc<PageCache> {
+        &self.inner.pages
+    }
+
+    /// The mount table.
+    pub fn table(&self) -> &MountTable {
+        &self.inner.table
+    }
+
+    /// Number of open file and directory handles.
+    pub fn open_handles(&self) -> usize {
+        self.inner.handles.lock().len()
+    }
+
+    /// Looks up `name` in directory `parent`; the kernel now holds one more
+    /// lookup on the returned node.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let path = self.child_path(parent, name)?;
+        let stat = self.stat_path(&path).await?;
+        let ino = self.inner.inodes.lock().lookup(&path, stat.kind);
+        Ok(self.attr(ino, &stat))
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inner.inodes.lock().forget(ino, n);
+    }
+
+    /// Attributes of node `ino`.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+        let path = self.path_of(ino)?;
+        let stat = self.stat_path(&path).await?;
+        Ok(self.attr(ino, &stat))
+    }
+
+    /// Filesystem statistics: the mount is unbounded, so a large constant.
+    pub fn statfs(&self) -> StatFs {
+        const BLOCKS: u64 = 1 << 40; // 4 PiB of 4 KiB blocks
+        StatFs {
+            blocks: BLOCKS,
+            bfree: BLOCKS,
+            bavail: BLOCKS,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            bsize: 4096,
+            namelen: 255,
+        }
+    }
+
+    fn path_of(&self, ino: u64) -> Result<String> {
+        self.inner
+            .inodes
+            .lock()
+            .path(ino)
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("node {ino} is not known")))
+    }
+
+    fn child_path(&self, parent: u64, name: &str) -> Result<String> {
+        policy::check_name(name)?;
+        let dir = self.path_of(parent)?;
+        Ok(weir_namespace::child(&dir, name))
+    }
+
+    fn resolve(&self, path: &str) -> Resolved {
+        self.inner.table.resolve(path)
+    }
+
+    fn attr(&self, ino: u64, stat: &weir_ufs::Stat) -> Attr {
+        let cfg = &self.inner.cfg;
+        let perm = match stat.kind {
+            Kind::Dir => 0o755,
+            Kind::File => 0o644,
+            Kind::Symlink => 0o777,
+        };
+        Attr {
+            ino,
+            kind: stat.kind,
+            size: stat.size,
+            mtime: stat.mtime.unwrap_or(self.inner.started),
+            perm: if cfg.read_only { perm & 0o555 } else { perm },
+            uid: cfg.uid,
+            gid: cfg.gid,
+        }
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.inner.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The read path: fixed-size pages from the page cache or the UFS, one fetch
+//! per page however many readers want it, and a read-ahead window that
+//! doubles while a reader stays sequential.
+//!
+//! A handle pins the object version it opened. S3 reads carry `If-Match`
+//! with the pinned etag; local reads re-check the version after fetching.
+//! Either way a file replaced during a read fails with ESTALE instead of
+//! returning a mix of old and new bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{OnceCell, Semaphore};
+use weir_cache::ObjectKey;
+
+use crate::Fs;
+use crate::error::{FsError, Result};
+
+type Slot = Arc<OnceCell<Result<Bytes>>>;
+
+/// Page fetches in flight, shared so that two readers of one page wait for
+/// one UFS request, plus the limit on concurrent UFS reads.
+#[derive(Debug)]
+pub(crate) struct Fetches {
+    inflight: Mutex<HashMap<(ObjectKey, u64), Slot>>,
+    limit: Arc<Semaphore>,
+}
+
+impl Fetches {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        Fetches {
+            inflight: Mutex::new(HashMap::new()),
+            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+}
+
+/// Which object version a reader reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub path: String,
+    pub mount: usize,
+    pub rel: String,
+    pub size: u64,
+    pub key: ObjectKey,
+    pub etag: Option<String>,
+    pub version: String,
+}
+
+/// Read state of one open file.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    pub src: Source,
+    seq: Mutex<Sequence>,
+}
+
+#[derive(Debug, Default)]
+struct Sequence {
+    /// Offset right after the previous read.
+    next: u64,
+    /// Current read-ahead window, in pages.
+    window: u64,
+    /// First page not yet handed to read-ahead.
+    ahead: u64,
+}
+
+impl Reader {
+    pub(crate) fn new(src: Source) -> Self {
+        Reader {
+            src,
+            seq: Mutex::new(Sequence::default()),
+        }
+    }
+
+    /// Records a read and returns the page range to read ahead, if any.
+    fn advance(&self, offset: u64, len: u64, page: u64, max_window: u64) -> Option<(u64, u64)> {
+        let mut s = self.seq.lock();
+        let sequential =
+            offset == s.next || (offset < s.next + page && offset >= s.next.saturating_sub(page));
+        s.next = offset + len;
+        if !sequential || max_window == 0 {
+            s.window = 0;
+            return None;
+        }
+        s.window = (s.window * 2).clamp(1, max_window);
+        let last_page = (offset + len).saturating_sub(1) / page;
+        let total_pages = self.src.size.div_ceil(page);
+        let from = s.ahead.max(last_page + 1);
+        let to = (last_page + 1 + s.window).min(total_pages);
+        if from >= to {
+            return None;
+        }
+        s.ahead = to;
+        Some((from, to))
+    }
+}
+
+impl Fs {
+    /// Reads up to `size` bytes at `offset` through handle `fh`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let handle = self.file_handle(fh)?;
+        if let Some(w) = &handle.writer {
+            let mut w = w.lock().await;
+            if let Some(data) = w.read_staged(offset, size)? {
+                return Ok(data);
+            }
+        }
+        let Some(reader) = handle.reader.as_ref() else {
+            return Err(FsError::new(libc::EBADF, "handle has nothing to read"));
+        };
+        let src = &reader.src;
+        if offset >= src.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + u64::from(size)).min(src.size);
+        let page = self.inner.pages.page_size();
+        if let Some((from, to)) =
+            reader.advance(offset, end - offset, page, self.inner.cfg.readahead_pages)
+        {
+            self.read_ahead(src.clone(), from, to);
+        }
+        let first = offset / page;
+        let last = (end - 1) / page;
+        let pages =
+            futures::future::try_join_all((first..=last).map(|i| self.page(src, i))).await?;
+        if pages.len() == 1 {
+            let start = (offset - first * page) as usize;
+            let stop = (end - first * page) as usize;
+            return Ok(pages[0].slice(start..stop.min(pages[0].len())));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, data) in (first..=last).zip(pages) {
+            let page_start = i * page;
+            let lo = offset.saturating_sub(page_start) as usize;
+            let hi = ((end - page_start) as usize).min(data.len());
+            out.extend_from_slice(&data[lo..hi]);
+        }
+        Ok(out.freeze())
+    }
+
+    fn read_ahead(&self, src: Source, from: u64, to: u64) {
+        for idx in from..to {
+            if self.inner.pages.contains(src.key, idx) {
+                continue;
+            }
+            let fs = self.clone();
+            let src = src.clone();
+            tokio::spawn(async move {
+                if let Err(e) = fs.page(&src, idx).await {
+                    tracing::debug!(path = %src.path, page = idx, error = %e, "read-ahead failed");
+                }
+            });
+        }
+    }
+
+    /// Page `idx` of `src`, from the cache or fetched once from the UFS.
+    pub(crate) async fn page(&self, src: &Source, idx: u64) -> Result<Bytes> {
+        if let Some(data) = self.inner.pages.get(src.key, idx) {
+            return Ok(data);
+        }
+        let slot = {
+            let mut inflight = self.inner.fetches.inflight.lock();
+            inflight.entry((src.key, idx)).or_default().clone()
+        };
+        let result = slot
+            .get_or_init(|| async {
+                let r = self.fetch(src, idx).await;
+                self.inner.fetches.inflight.lock().remove(&(src.key, idx));
+                r
+            })
+            .await
+            .clone();
+        result
+    }
+
+    async fn fetch(&self, src: &Source, idx: u64) -> Result<Bytes> {
+        // A reader may have stored the page while we queued for the slot.
+        if let Some(data) = self.inner.pages.get(src.key, idx) {
+            return Ok(data);
+        }
+        let _permit = self
+            .inner
+            .fetches
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| FsError::new(libc::EIO, "shutting down"))?;
+        let page = self.inner.pages.page_size();
+        let offset = idx * page;
+        let len = page.min(src.size.saturating_sub(offset));
+        let ufs = &self.inner.table.mount(src.mount).ufs;
+        let data = match ufs.read(&src.rel, offset, len, src.etag.as_deref()).await {
+            Ok(d) => d,
+            Err(e) => {
+                if e.errno() == libc::ESTALE || e.is_not_found() {
+                    self.invalidate(&src.path);
+                }
+                return Err(e.into());
+            }
+        };
+        if data.len() as u64 != len {
+            self.invalidate(&src.path);
+            return Err(FsError::new(
+                libc::ESTALE,
+                format!("{}: object changed size while open", src.path),
+            ));
+        }
+        if src.etag.is_none() {
+            // No etag to pin: check the version did not move under us.
+            let now = ufs.stat(&src.rel).await?;
+            if now.version() != src.version {
+                self.invalidate(&src.path);
+                return Err(FsError::new(
+                    libc::ESTALE,
+                    format!("{}: changed while open", src.path),
+                ));
+            }
+        }
+        if let Err(e) = self.inner.pages.put(src.key, idx, &data) {
+            tracing::warn!(path = %src.path, page = idx, error = %e, "cannot cache page");
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(size: u64) -> Reader {
+        Reader::new(Source {
+            path: "/f".into(),
+            mount: 0,
+            rel: "f".into(),
+            size,
+            key: ObjectKey::new("u", "f", "v"),
+            etag: None,
+            version: "v".into(),
+        })
+    }
+
+    #[test]
+    fn window_grows_while_sequential_and_resets_on_seek() {
+        let r = reader(100 * 10);
+        assert_eq!(r.advance(0, 10, 10, 8), Some((1, 2)));
+        assert_eq!(r.advance(10, 10, 10, 8), Some((2, 4)));
+        assert_eq!(r.advance(20, 10, 10, 8), Some((4, 7)));
+        assert_eq!(r.advance(500, 10, 10, 8), None, "a seek stops read-ahead");
+        assert_eq!(r.advance(510, 10, 10, 8), Some((52, 53)));
+    }
+
+    #[test]
+    fn window_stops_at_end_of_file() {
+        let r = reader(25);
+        assert_eq!(r.advance(0, 10, 10, 8), Some((1, 2)));
+        assert_eq!(r.advance(10, 10, 10, 8), Some((2, 3)));
+        assert_eq!(r.advance(20, 5, 10, 8), None);
+    }
+
+    #[test]
+    fn zero_window_disables_read_ahead() {
+        let r = reader(1000);
+        assert_eq!(r.advance(0, 10, 10, 0), None);
+    }
+}

@@ -1,0 +1,485 @@
+//! fuser's `Filesystem` over the FUSE-free core. Each callback runs its core
+//! call on the tokio runtime and turns the result into a reply; an
+//! [`FsError`] becomes its errno. Nothing here decides semantics.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+use weir_fs::{Attr, Fs, FsError, Kind, OpenFlags, RenameFlags, SetAttr};
+
+use crate::MountOptions;
+
+/// Largest read or write request we ask the kernel for.
+const MAX_REQUEST: u32 = 1 << 20;
+
+/// The FUSE face of a [`Fs`].
+#[derive(Debug)]
+pub struct Adapter {
+    fs: Fs,
+    rt: Handle,
+    opts: MountOptions,
+    parallel_dirops: bool,
+}
+
+impl Adapter {
+    /// An adapter running `fs` calls on `rt`.
+    pub fn new(fs: Fs, rt: Handle, opts: MountOptions, parallel_dirops: bool) -> Self {
+        Adapter {
+            fs,
+            rt,
+            opts,
+            parallel_dirops,
+        }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        let kind = match a.kind {
+            Kind::File => FileType::RegularFile,
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind,
+            perm: a.perm,
+            nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            // cp and friends size their buffers from st_blksize.
+            blksize: MAX_REQUEST,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
+        match r {
+            Ok(a) => reply.entry_with_ttls(
+                &self.opts.attr_timeout,
+                &self.opts.entry_timeout,
+                &self.file_attr(&a),
+                Generation(0),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn empty(&self, reply: ReplyEmpty, r: Result<(), FsError>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    match e.errno() {
+        libc::ENOENT => tracing::trace!("{e}"),
+        libc::ENOTSUP | libc::EEXIST | libc::ENOTEMPTY => tracing::debug!("{e}"),
+        _ => tracing::warn!("{e}"),
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn name_str(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str()
+        .ok_or_else(|| FsError::new(libc::EINVAL, format!("{name:?}: names must be UTF-8")))
+}
+
+fn unsupported(what: &str) -> Errno {
+    tracing::debug!("{what}: not supported");
+    Errno::from_i32(libc::ENOTSUP)
+}
+
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with open, so truncation and the new content are
+        // uploaded together instead of as an empty object first.
+        let mut wanted = InitFlags::FUSE_ATOMIC_O_TRUNC;
+        if self.parallel_dirops {
+            wanted |= InitFlags::FUSE_PARALLEL_DIROPS;
+        }
+        if let Err(missing) = config.add_capabilities(wanted) {
+            tracing::warn!(?missing, "kernel lacks FUSE capabilities");
+            let _ = config.add_capabilities(wanted & !missing);
+        }
+        let _ = config.set_max_write(MAX_REQUEST);
+        let _ = config.set_max_background(self.opts.max_background);
+        if let Err(max) = config.set_max_readahead(MAX_REQUEST) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.lookup(parent.0, n)));
+        self.entry(reply, r);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.rt.block_on(self.fs.getattr(ino.0)) {
+            Ok(a) => reply.attr(&self.opts.attr_timeout, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            times: atime.is_some() || mtime.is_some(),
+        };
+        match self
+            .rt
+            .block_on(self.fs.setattr(ino.0, &set, fh.map(|f| f.0)))
+        {
+            Ok(a) => reply.attr(&self.opts.attr_timeout, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.rt.block_on(self.fs.readlink(ino.0)) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(unsupported("mknod"));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.mkdir(parent.0, n)));
+        self.entry(reply, r);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.unlink(parent.0, n)));
+        self.empty(reply, r);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.rmdir(parent.0, n)));
+        self.empty(reply, r);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = name_str(link_name).and_then(|n| {
+            let t = target
+                .to_str()
+                .ok_or_else(|| FsError::new(libc::EINVAL, "symlink targets must be UTF-8"))?;
+            self.rt.block_on(self.fs.symlink(parent.0, n, t))
+        });
+        self.entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let f = RenameFlags {
+            no_replace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE)
+                || flags.contains(FuseRenameFlags::RENAME_WHITEOUT),
+        };
+        let r = name_str(name).and_then(|n| {
+            let nn = name_str(newname)?;
+            self.rt
+                .block_on(self.fs.rename(parent.0, n, newparent.0, nn, f))
+        });
+        self.empty(reply, r);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(unsupported("hard links"));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self
+            .rt
+            .block_on(self.fs.open(ino.0, OpenFlags::from_raw(flags.0)))
+        {
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.rt.block_on(self.fs.read(fh.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.rt.block_on(self.fs.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.rt.block_on(self.fs.flush(fh.0));
+        self.empty(reply, r);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.rt.block_on(self.fs.release(fh.0));
+        self.empty(reply, r);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.rt.block_on(self.fs.flush(fh.0));
+        self.empty(reply, r);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.fs.opendir(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    let kind = match e.kind {
+                        Kind::File => FileType::RegularFile,
+                        Kind::Dir => FileType::Directory,
+                        Kind::Symlink => FileType::Symlink,
+                    };
+                    if reply.add(INodeNo(e.ino), offset + i as u64 + 1, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: FuseOpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("xattr"));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(unsupported("xattr"));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(unsupported("xattr"));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(unsupported("xattr"));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = name_str(name).and_then(|n| {
+            self.rt
+                .block_on(self.fs.create(parent.0, n, OpenFlags::from_raw(flags)))
+        });
+        match r {
+            Ok((a, o)) => reply.created(
+                &self.opts.entry_timeout,
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(o.fh),
+                fopen_flags(o.keep_cache),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(unsupported("fallocate"));
+    }
+}
+
+fn fopen_flags(keep_cache: bool) -> FopenFlags {
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}

@@ -1,0 +1,18 @@
+//! weir's FUSE adapter.
+//!
+//! - `options`: the `-o` mount options users know (`kernel_cache`,
+//!   `attr_timeout=N`, `allow_other`, ...), parsed and checked.
+//! - `mount`: the `mount(2)` of a `/dev/fuse` descriptor, unmounting, and
+//!   reading `/proc/self/mountinfo`.
+//! - `adapter`: fuser's `Filesystem` trait over [`weir_fs::Fs`], mapping each
+//!   request to a core call and each [`weir_fs::FsError`] to its errno.
+//! - `serve`: mounts, runs the INIT handshake and the multi-threaded loop.
+
+mod adapter;
+pub mod mount;
+mod options;
+mod serve;
+
+pub use adapter::Adapter;
+pub use options::{MountOptions, OptionError};
+pub use serve::{LoopSettings, ServeError, check_mount_point, serve};

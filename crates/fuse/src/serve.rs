@@ -1,0 +1,143 @@
+//! Mount and serve: the mount, the INIT handshake, the readiness check, and
+//! the multi-threaded request loop, which returns once the mount is gone.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fuser::{Session, SessionACL};
+use tokio::runtime::Handle;
+use weir_fs::Fs;
+
+use crate::{Adapter, MountOptions, mount};
+
+/// statfs f_type of FUSE filesystems.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The mount point is missing or not a directory.
+    #[error("mount point {path}: {reason}")]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something is mounted there already.
+    #[error("{0} is already a mount point; unmount it first (weir umount {0})")]
+    AlreadyMounted(PathBuf),
+    /// mount(2) or the FUSE handshake failed.
+    #[error("cannot mount {path}: {source}")]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The request loop failed.
+    #[error("FUSE session on {path} failed: {source}")]
+    Session {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Settings of the request loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// Worker threads.
+    pub threads: usize,
+    /// Let the kernel run lookups and readdirs of one directory in parallel.
+    pub parallel_dirops: bool,
+}
+
+/// Checks that `mountpoint` can take a new mount.
+pub fn check_mount_point(mountpoint: &Path) -> Result<(), ServeError> {
+    let bad = |reason: String| ServeError::MountPoint {
+        path: mountpoint.to_path_buf(),
+        reason,
+    };
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(bad("is not a directory".into())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(ServeError::AlreadyMounted(mountpoint.to_path_buf()));
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    if mount::is_mount_point(mountpoint).unwrap_or(false) {
+        return Err(ServeError::AlreadyMounted(mountpoint.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
+/// `on_ready` runs once the mount answers requests.
+pub fn serve(
+    fs: Fs,
+    rt: Handle,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    settings: &LoopSettings,
+    on_ready: impl FnOnce(Result<(), String>) + Send + 'static,
+) -> Result<(), ServeError> {
+    check_mount_point(mountpoint)?;
+    let fd = mount::mount(mountpoint, opts).map_err(|source| ServeError::Mount {
+        path: mountpoint.to_path_buf(),
+        source,
+    })?;
+    let acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(settings.threads.max(1));
+    // Requests taken from a cloned fd die with the process instead of being
+    // resent after a crash, so every thread reads the one shared fd.
+    config.clone_fd = false;
+    let adapter = Adapter::new(fs, rt, opts.clone(), settings.parallel_dirops);
+    let session = match Session::from_fd(adapter, fd, acl, config) {
+        Ok(s) => s,
+        Err(source) => {
+            let _ = mount::unmount(mountpoint, true);
+            return Err(ServeError::Mount {
+                path: mountpoint.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let probe = mountpoint.to_path_buf();
+    std::thread::spawn(move || on_ready(wait_until_answering(&probe, Duration::from_secs(30))));
+    session.run().map_err(|source| ServeError::Session {
+        path: mountpoint.to_path_buf(),
+        source,
+    })
+}
+
+fn wait_until_answering(path: &Path, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match nix::sys::statfs::statfs(path) {
+            Ok(s) if s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC => return Ok(()),
+            Ok(_) => {}
+            Err(e) if start.elapsed() > timeout => {
+                return Err(format!("mount does not answer: {e}"));
+            }
+            Err(_) => {}
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "{} did not become a FUSE mount within {timeout:?}",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

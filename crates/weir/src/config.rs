@@ -1,0 +1,312 @@
+//! The weir configuration file, its defaults, and `--set key=value`.
+//!
+//! Every key has a default, so `weir mount MOUNTPOINT --ufs URI` needs no
+//! file. Unknown keys are errors, not silently ignored: a typo must not turn
+//! a switch off without anyone noticing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+use serde_yaml_ng::Value;
+use weir_namespace::MountSpec;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The mount table.
+    pub mounts: Vec<MountSpec>,
+    /// The data cache.
+    pub cache: CacheSection,
+    /// The metadata cache.
+    pub metadata: MetadataSection,
+    /// FUSE options and semantics switches.
+    pub fuse: FuseSection,
+    /// Asynchronous write-back (not available yet).
+    pub write_cache: WriteCacheSection,
+    /// Cluster mode (not available yet).
+    pub cluster: ClusterSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mounts: Vec::new(),
+            cache: CacheSection::default(),
+            metadata: MetadataSection::default(),
+            fuse: FuseSection::default(),
+            write_cache: WriteCacheSection::default(),
+            cluster: ClusterSection::default(),
+        }
+    }
+}
+
+/// `cache:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Directory of the page cache, staging files and the default log.
+    pub dir: PathBuf,
+    /// Most bytes of file data kept on disk.
+    pub capacity: ByteSize,
+    /// Size of one cached page.
+    pub page_size: ByteSize,
+    /// Bytes of hot pages also kept in memory (0: off).
+    pub memory: ByteSize,
+    /// Most bytes read ahead of a sequential reader.
+    pub readahead: ByteSize,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            dir: PathBuf::from("/var/cache/weir"),
+            capacity: ByteSize::gib(10),
+            page_size: ByteSize::mib(1),
+            memory: ByteSize::b(0),
+            readahead: ByteSize::mib(32),
+        }
+    }
+}
+
+/// `metadata:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataSection {
+    /// How long stat results and listings from the UFS are trusted.
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for MetadataSection {
+    fn default() -> Self {
+        MetadataSection {
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `fuse:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FuseSection {
+    /// Mount options, as for `-o`.
+    pub options: Vec<String>,
+    /// Allow append, random writes and truncate to any size.
+    pub random_writes: bool,
+    /// Allow symlink and readlink.
+    pub symlinks: bool,
+    /// Let the kernel run lookups and readdirs of one directory in parallel.
+    pub parallel_dirops: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+impl Default for FuseSection {
+    fn default() -> Self {
+        FuseSection {
+            options: Vec::new(),
+            random_writes: false,
+            symlinks: false,
+            parallel_dirops: false,
+            threads: 16,
+        }
+    }
+}
+
+/// `write_cache:`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteCacheSection {
+    /// Return from close once data is in the local cache; upload later.
+    pub enabled: bool,
+}
+
+/// `cluster:`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// etcd endpoints.
+    pub etcd: Vec<String>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+            "{s} is not a valid number of seconds"
+        ))),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not a duration ({e}); use seconds or e.g. \"90s\""
+            ))
+        }),
+    }
+}
+
+impl Config {
+    /// Loads `file` (or the defaults) and applies `--set` overrides.
+    pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
+        let mut doc = match file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read config {}", f.display()))?;
+                if text.trim().is_empty() {
+                    Value::Mapping(Default::default())
+                } else {
+                    serde_yaml_ng::from_str(&text)
+                        .with_context(|| format!("config {} is not valid YAML", f.display()))?
+                }
+            }
+            None => Value::Mapping(Default::default()),
+        };
+        if doc.is_null() {
+            doc = Value::Mapping(Default::default());
+        }
+        for set in sets {
+            apply_set(&mut doc, set)?;
+        }
+        let what = file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "--set".into());
+        let config: Config =
+            serde_yaml_ng::from_value(doc).map_err(|e| anyhow::anyhow!("config {what}: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings weir cannot honour, instead of ignoring them.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.write_cache.enabled {
+            bail!(
+                "write_cache.enabled: asynchronous write-back is not available in this version of weir; leave it off"
+            );
+        }
+        if !self.cluster.etcd.is_empty() {
+            bail!(
+                "cluster.etcd: cluster mode is not available in this version of weir; remove the cluster section"
+            );
+        }
+        if self.fuse.threads == 0 || self.fuse.threads > 1024 {
+            bail!(
+                "fuse.threads must be between 1 and 1024, not {}",
+                self.fuse.threads
+            );
+        }
+        if self.cache.readahead.as_u64() > 1 << 30 {
+            bail!("cache.readahead must be at most 1GiB");
+        }
+        Ok(())
+    }
+}
+
+/// Applies one `key.path=value`; the value is read as YAML, so `true`, `8`
+/// and `[a, b]` keep their types.
+fn apply_set(doc: &mut Value, set: &str) -> anyhow::Result<()> {
+    let (key, raw) = set.split_once('=').with_context(|| {
+        format!("--set {set:?}: expected key=value, as in fuse.random_writes=true")
+    })?;
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {set:?}: the key must be a dotted path such as cache.capacity");
+    }
+    let value: Value =
+        serde_yaml_ng::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let mut node = doc;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map = match node {
+            Value::Mapping(m) => m,
+            _ => bail!("--set {set:?}: {} is not a section", parts[..i].join(".")),
+        };
+        let k = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map
+            .entry(k)
+            .or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, sets: &[&str]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("weir.yaml");
+        std::fs::write(&f, yaml)?;
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(&f), &sets)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.cache.page_size, ByteSize::mib(1));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = load_str(
+            "mounts:\n  - {path: /, ufs: 'file:///srv'}\n  - path: /s3\n    ufs: s3://b/p\n    options: {endpoint: 'http://127.0.0.1:9000', region: us-east-1}\n\
+             cache: {dir: /tmp/c, capacity: 2GiB, page_size: 4MiB, memory: 256MiB}\nmetadata: {ttl: 90s}\n\
+             fuse: {options: [kernel_cache, 'attr_timeout=60'], random_writes: true, symlinks: true, parallel_dirops: true, threads: 8}\n\
+             write_cache: {enabled: false}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!(c.cache.capacity, ByteSize::gib(2));
+        assert_eq!(c.metadata.ttl, Duration::from_secs(90));
+        assert!(c.fuse.random_writes && c.fuse.symlinks && c.fuse.parallel_dirops);
+        assert_eq!(c.fuse.threads, 8);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_the_error() {
+        let e = load_str("cache: {capacty: 1GiB}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacty"), "{e}");
+        let e = load_str("bogus: 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn set_overrides_with_types() {
+        let c = load_str(
+            "fuse: {threads: 4}\n",
+            &[
+                "fuse.random_writes=true",
+                "fuse.threads=2",
+                "metadata.ttl=5",
+            ],
+        )
+        .unwrap();
+        assert!(c.fuse.random_writes);
+        assert_eq!(c.fuse.threads, 2);
+        assert_eq!(c.metadata.ttl, Duration::from_secs(5));
+        assert!(load_str("", &["fuse.random_writez=true"]).is_err());
+        assert!(load_str("", &["novalue"]).is_err());
+        assert!(load_str("", &["fuse.threads.x=1"]).is_err());
+    }
+
+    #[test]
+    fn unavailable_features_are_refused_not_ignored() {
+        assert!(load_str("write_cache: {enabled: true}\n", &[]).is_err());
+        assert!(load_str("cluster: {etcd: ['http://127.0.0.1:2379']}\n", &[]).is_err());
+    }
+}

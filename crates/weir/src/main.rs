@@ -1,0 +1,32 @@
+//! The `weir` binary: a thin command line over the weir crates.
+//!
+//! `weir mount` without `--foreground` starts the daemon in the background
+//! and returns only once the mount answers, or fails with one line naming
+//! the cause. `weir umount` unmounts.
+
+mod cli;
+mod config;
+mod daemon;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    if let Err(e) = cli::run(cli) {
+        eprintln!("weir: error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line: scripts and users read one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out.replace('\n', " ")
+}
