@@ -1,1 +1,158 @@
-//! placeholder
+//! `weir mount` end to end: a real FUSE mount over a local directory and
+//! over a real S3 server, a namespace joining both, `weir umount`, and
+//! nothing left behind.
+
+mod common;
+
+use std::io::Read;
+
+use common::*;
+
+fn roundtrip(backend: Backend) {
+    let env = Env::new(backend);
+    let big = pattern((5 << 20) + 123, 7);
+    env.put("dir/seeded.bin", &big);
+    let guard = env.mount(&[]);
+    let mnt = guard.path().to_path_buf();
+    timed(LIMIT, move || {
+        assert_eq!(
+            std::fs::read(mnt.join("dir/seeded.bin")).unwrap(),
+            big,
+            "seeded object reads back"
+        );
+        let data = pattern(3 << 20, 9);
+        std::fs::write(mnt.join("dir/new.bin"), &data).unwrap();
+        assert_eq!(std::fs::read(mnt.join("dir/new.bin")).unwrap(), data);
+        assert_eq!(names(&mnt.join("dir")), vec!["new.bin", "seeded.bin"]);
+    });
+    assert_eq!(
+        env.get("dir/new.bin").unwrap(),
+        pattern(3 << 20, 9),
+        "written file is in the UFS"
+    );
+}
+
+#[test]
+fn file_backend_roundtrip() {
+    roundtrip(Backend::File);
+}
+
+#[test]
+fn s3_backend_roundtrip() {
+    roundtrip(Backend::S3);
+}
+
+#[test]
+fn one_namespace_joins_local_and_s3() {
+    let mut env = Env::new(Backend::File);
+    let s3_root = env.tmp.path().join("s3");
+    std::fs::create_dir_all(&s3_root).unwrap();
+    let s3 = S3Server::start(&s3_root, BUCKET).unwrap();
+    std::fs::create_dir_all(s3.root().join(BUCKET).join("models")).unwrap();
+    std::fs::write(s3.root().join(BUCKET).join("models/m.bin"), b"model").unwrap();
+    env.put("local.txt", b"local");
+    let opts: Vec<String> = s3
+        .options()
+        .iter()
+        .map(|(k, v)| format!("{k}: \"{v}\""))
+        .collect();
+    env.extra_config = format!(
+        "  - path: /remote/s3\n    ufs: \"s3://{BUCKET}/models\"\n    options: {{{}}}\n",
+        opts.join(", ")
+    );
+    env.s3 = None;
+    let guard = env.mount(&[]);
+    let mnt = guard.path().to_path_buf();
+    timed(LIMIT, move || {
+        assert_eq!(names(&mnt), vec!["local.txt", "remote"]);
+        assert_eq!(names(&mnt.join("remote")), vec!["s3"]);
+        assert_eq!(
+            std::fs::read(mnt.join("remote/s3/m.bin")).unwrap(),
+            b"model"
+        );
+        assert_eq!(std::fs::read(mnt.join("local.txt")).unwrap(), b"local");
+        std::fs::write(mnt.join("remote/s3/out.txt"), b"up").unwrap();
+        // Moving between storages is a copy, which rename(2) refuses with EXDEV.
+        assert_errno(
+            std::fs::rename(mnt.join("local.txt"), mnt.join("remote/s3/local.txt")),
+            libc::EXDEV,
+        );
+        // Mount points cannot be removed from inside the mount.
+        assert_errno(std::fs::remove_dir(mnt.join("remote/s3")), libc::EBUSY);
+    });
+    assert_eq!(
+        std::fs::read(s3.root().join(BUCKET).join("models/out.txt")).unwrap(),
+        b"up"
+    );
+    drop(s3);
+}
+
+#[test]
+fn umount_command_unmounts_and_the_daemon_exits() {
+    let env = Env::new(Backend::File);
+    let mut guard = env.mount(&[]);
+    assert!(is_mounted(&env.mnt));
+    let pid = guard.pid().expect("daemon pid");
+    let out = run_with_timeout(
+        std::process::Command::new(weir())
+            .arg("umount")
+            .arg(&env.mnt),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&env.mnt));
+    assert!(
+        guard.unmount(std::time::Duration::from_secs(10)),
+        "daemon {pid} exited by itself"
+    );
+    // Unmounting again is a clear error.
+    let out = run_with_timeout(
+        std::process::Command::new(weir())
+            .arg("umount")
+            .arg(&env.mnt),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not mounted"));
+}
+
+#[test]
+fn busy_umount_is_refused_and_lazy_works() {
+    let env = Env::new(Backend::File);
+    env.put("f", b"x");
+    let mut guard = env.mount(&[]);
+    let mut f = std::fs::File::open(env.mnt.join("f")).unwrap();
+    let out = run_with_timeout(
+        std::process::Command::new(weir())
+            .arg("umount")
+            .arg(&env.mnt),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_with_timeout(
+        std::process::Command::new(weir())
+            .args(["umount", "--lazy"])
+            .arg(&env.mnt),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(out.status.success());
+    // The open file keeps working after a lazy unmount.
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "x");
+    drop(f);
+    assert!(guard.unmount(std::time::Duration::from_secs(10)));
+}

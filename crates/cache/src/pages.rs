@@ -120,6 +120,9 @@ pub struct CacheStats {
 
 type PageId = (ObjectKey, u64);
 
+/// A present page found in a meta file: its index and length.
+type PageRecord = (u64, u32);
+
 #[derive(Debug)]
 struct Index {
     lru: LruCache<PageId, u32>,
@@ -404,7 +407,7 @@ impl PageCache {
     /// Rebuilds the index from the files a previous run left, oldest first,
     /// then evicts down to capacity (which may have shrunk).
     fn adopt_existing(&self) -> Result<(), CacheError> {
-        let mut objects: Vec<(std::time::SystemTime, ObjectKey, Vec<(u64, u32)>)> = Vec::new();
+        let mut objects: Vec<(std::time::SystemTime, ObjectKey, Vec<PageRecord>)> = Vec::new();
         let shards = std::fs::read_dir(&self.root).map_err(|e| CacheError::io(&self.root, e))?;
         for shard in shards.flatten() {
             let Ok(files) = std::fs::read_dir(shard.path()) else {
@@ -453,7 +456,7 @@ impl PageCache {
         Ok(())
     }
 
-    fn read_meta(&self, path: &Path) -> Option<Vec<(u64, u32)>> {
+    fn read_meta(&self, path: &Path) -> Option<Vec<PageRecord>> {
         let bytes = std::fs::read(path).ok()?;
         if bytes.len() < HEADER_LEN as usize || &bytes[..8] != MAGIC {
             return None;

@@ -73,11 +73,10 @@ impl Fs {
             && !ufs.is_local()
             && stat.kind == Kind::File
             && stat.size <= SYMLINK_PROBE_MAX
+            && let Some(target) = ufs.object_symlink_target(rel).await?
         {
-            if let Some(target) = ufs.object_symlink_target(rel).await? {
-                stat.kind = Kind::Symlink;
-                stat.size = target.len() as u64;
-            }
+            stat.kind = Kind::Symlink;
+            stat.size = target.len() as u64;
         }
         self.inner.meta.put_stat(path, Some(stat.clone()));
         Ok(Some(stat))

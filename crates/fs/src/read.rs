@@ -164,15 +164,13 @@ impl Fs {
             let mut inflight = self.inner.fetches.inflight.lock();
             inflight.entry((src.key, idx)).or_default().clone()
         };
-        let result = slot
-            .get_or_init(|| async {
-                let r = self.fetch(src, idx).await;
-                self.inner.fetches.inflight.lock().remove(&(src.key, idx));
-                r
-            })
-            .await
-            .clone();
-        result
+        slot.get_or_init(|| async {
+            let r = self.fetch(src, idx).await;
+            self.inner.fetches.inflight.lock().remove(&(src.key, idx));
+            r
+        })
+        .await
+        .clone()
     }
 
     async fn fetch(&self, src: &Source, idx: u64) -> Result<Bytes> {
@@ -207,8 +205,10 @@ impl Fs {
                 format!("{}: object changed size while open", src.path),
             ));
         }
-        if src.etag.is_none() {
-            // No etag to pin: check the version did not move under us.
+        if src.etag.is_none() && ufs.is_local() {
+            // No etag to pin: check the version did not move under us. (Object
+            // stores whose listings lack etags only get the length check above:
+            // their HEAD and LIST report mtimes at different precisions.)
             let now = ufs.stat(&src.rel).await?;
             if now.version() != src.version {
                 self.invalidate(&src.path);

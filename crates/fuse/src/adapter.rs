@@ -122,6 +122,13 @@ impl fuser::Filesystem for Adapter {
         if let Err(max) = config.set_max_readahead(MAX_REQUEST) {
             let _ = config.set_max_readahead(max);
         }
+        tracing::info!(
+            parallel_dirops = self.parallel_dirops,
+            atomic_o_trunc = config
+                .capabilities()
+                .contains(InitFlags::FUSE_ATOMIC_O_TRUNC),
+            "FUSE session initialised"
+        );
         Ok(())
     }
 

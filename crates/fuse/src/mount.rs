@@ -135,10 +135,7 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
 /// The topmost mount at `path`, if any.
 pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(mounts()?
-        .into_iter()
-        .filter(|m| m.mount_point == canon)
-        .last())
+    Ok(mounts()?.into_iter().rev().find(|m| m.mount_point == canon))
 }
 
 #[cfg(test)]

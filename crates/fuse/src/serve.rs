@@ -125,7 +125,7 @@ fn wait_until_answering(path: &Path, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
         match nix::sys::statfs::statfs(path) {
-            Ok(s) if s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC => return Ok(()),
+            Ok(s) if s.filesystem_type().0 == FUSE_SUPER_MAGIC => return Ok(()),
             Ok(_) => {}
             Err(e) if start.elapsed() > timeout => {
                 return Err(format!("mount does not answer: {e}"));

@@ -8,3 +8,7 @@
 pub mod s3;
 
 pub use s3::S3Server;
+
+pub mod mount;
+
+pub use mount::{MountGuard, is_mounted, run_with_timeout, timed};

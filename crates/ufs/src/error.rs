@@ -45,7 +45,7 @@ pub enum UfsError {
     },
     /// Anything else the backend reported: network, throttling, server errors.
     #[error("storage error: {0}")]
-    Backend(#[source] opendal::Error),
+    Backend(#[source] Box<opendal::Error>),
 }
 
 impl UfsError {
@@ -93,7 +93,7 @@ impl UfsError {
             K::Unsupported => UfsError::Unsupported(format!("{path}: {e}")),
             K::ConditionNotMatch => UfsError::Changed(path.to_string()),
             K::ConfigInvalid => UfsError::Config(e.to_string()),
-            _ => UfsError::Backend(e),
+            _ => UfsError::Backend(Box::new(e)),
         }
     }
 }

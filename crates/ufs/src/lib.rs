@@ -206,27 +206,45 @@ impl Ufs {
         if path.is_empty() {
             return Ok(Stat::dir());
         }
-        match self.op.stat(path).await {
-            Ok(m) if m.is_dir() => return Ok(Stat::dir()),
-            Ok(m) => return Ok(stat_of(&m)),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
-            Err(e) => return Err(UfsError::from_dal(path, e)),
-        }
-        // No object: the path is a directory if a marker or any child exists.
+        self.object_stat(path).await
+    }
+
+    /// Object stores have no directories, only keys and prefixes, so a
+    /// path is asked for both ways at once: a HEAD of the key and a listing
+    /// of `path/`. Children under the prefix make it a directory (as in
+    /// Mountpoint for S3, a directory shadows an object of the same name),
+    /// and that answer does not wait for the HEAD.
+    async fn object_stat(&self, path: &str) -> Result<Stat> {
+        let head = self.op.stat(path);
         let dir = format!("{path}/");
-        let mut lister = self
-            .op
-            .lister_with(&dir)
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))?;
-        use futures::TryStreamExt;
-        match lister
-            .try_next()
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))?
-        {
-            Some(_) => Ok(Stat::dir()),
-            None => Err(UfsError::NotFound(path.to_string())),
+        let has_children = async {
+            use futures::TryStreamExt;
+            let mut lister = self.op.lister_with(&dir).await?;
+            lister.try_next().await.map(|e| e.is_some())
+        };
+        tokio::pin!(head, has_children);
+        let mut head_res = None;
+        let mut list_res = None;
+        while head_res.is_none() || list_res.is_none() {
+            tokio::select! {
+                r = &mut head, if head_res.is_none() => head_res = Some(r),
+                r = &mut has_children, if list_res.is_none() => {
+                    if matches!(r, Ok(true)) {
+                        return Ok(Stat::dir());
+                    }
+                    list_res = Some(r);
+                }
+            }
+        }
+        match (head_res, list_res) {
+            (Some(Ok(m)), _) if m.is_dir() => Ok(Stat::dir()),
+            (Some(Ok(m)), _) => Ok(stat_of(&m)),
+            (Some(Err(e)), Some(Ok(_))) if e.kind() == opendal::ErrorKind::NotFound => {
+                Err(UfsError::NotFound(path.to_string()))
+            }
+            (Some(Err(e)), _) => Err(UfsError::from_dal(path, e)),
+            (_, Some(Err(e))) => Err(UfsError::from_dal(path, e)),
+            _ => Err(UfsError::NotFound(path.to_string())),
         }
     }
 
@@ -436,11 +454,9 @@ impl Ufs {
             .recursive(true)
             .await
             .map_err(|e| UfsError::from_dal(from, e))?;
-        let mut had_marker = false;
         for e in &entries {
             let rel = e.path().strip_prefix(&src).unwrap_or(e.path());
             if rel.is_empty() {
-                had_marker = true;
                 continue;
             }
             let dst = format!("{to}/{rel}");
@@ -462,7 +478,7 @@ impl Ufs {
             .await
             .map_err(|e| UfsError::from_dal(to, e))?;
         for e in entries.iter().rev() {
-            if e.path() == src && !had_marker {
+            if e.path() == src {
                 continue;
             }
             self.op
@@ -470,9 +486,13 @@ impl Ufs {
                 .await
                 .map_err(|err| UfsError::from_dal(e.path(), err))?;
         }
-        if had_marker {
-            let _ = self.op.delete(&src).await;
-        }
+        // Drop the old marker even when the listing did not show one: some
+        // servers keep markers out of listings, and deleting a missing key is
+        // not an error in S3.
+        self.op
+            .delete(&src)
+            .await
+            .map_err(|e| UfsError::from_dal(from, e))?;
         Ok(())
     }
 

@@ -139,15 +139,15 @@ fn map_io(rel: String, e: io::Error) -> UfsError {
 }
 
 pub(crate) async fn create_dir(root: &Path, rel: &str) -> Result<()> {
-    run_io(root, rel, |p| std::fs::create_dir(p)).await
+    run_io(root, rel, std::fs::create_dir).await
 }
 
 pub(crate) async fn remove_dir(root: &Path, rel: &str) -> Result<()> {
-    run_io(root, rel, |p| std::fs::remove_dir(p)).await
+    run_io(root, rel, std::fs::remove_dir).await
 }
 
 pub(crate) async fn remove_file(root: &Path, rel: &str) -> Result<()> {
-    run_io(root, rel, |p| std::fs::remove_file(p)).await
+    run_io(root, rel, std::fs::remove_file).await
 }
 
 pub(crate) async fn symlink(root: &Path, rel: &str, target: &str) -> Result<()> {

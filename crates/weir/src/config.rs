@@ -14,7 +14,7 @@ use serde_yaml_ng::Value;
 use weir_namespace::MountSpec;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The mount table.
@@ -29,19 +29,6 @@ pub struct Config {
     pub write_cache: WriteCacheSection,
     /// Cluster mode (not available yet).
     pub cluster: ClusterSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            mounts: Vec::new(),
-            cache: CacheSection::default(),
-            metadata: MetadataSection::default(),
-            fuse: FuseSection::default(),
-            write_cache: WriteCacheSection::default(),
-            cluster: ClusterSection::default(),
-        }
-    }
 }
 
 /// `cache:`

@@ -64,6 +64,8 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
     let lock = lock_cache_dir(dir)?;
+    // For operators and tests: which process serves this cache dir.
+    let _ = std::fs::write(dir.join("weir.pid"), format!("{}\n", std::process::id()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("weir-io")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what weir's build and tests need on a fresh Debian machine, and
+# nothing that is already there. Runs as root (tests mount FUSE filesystems).
+set -euo pipefail
+
+need=()
+command -v cc >/dev/null || need+=(gcc)
+command -v flock >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ! -c /dev/fuse ]; then
+    modprobe fuse 2>/dev/null || true
+fi
+if [ ! -c /dev/fuse ]; then
+    echo "setup: /dev/fuse is missing; weir needs the fuse kernel module" >&2
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: warning: tests mount FUSE filesystems and need root" >&2
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust first" >&2; exit 1; }
