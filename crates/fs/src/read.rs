@@ -54,7 +54,15 @@ pub(crate) struct Source {
 pub(crate) struct Reader {
     pub src: Source,
     seq: Mutex<Sequence>,
+    /// The last pages this handle read. The kernel asks in pieces smaller
+    /// than a page, so without this every piece would re-read and re-verify
+    /// the whole page from disk.
+    recent: Mutex<Vec<(u64, Bytes)>>,
 }
+
+/// Pages a handle keeps at hand (parallel kernel reads arrive slightly out
+/// of order, so one is not enough).
+const RECENT_PAGES: usize = 4;
 
 #[derive(Debug, Default)]
 struct Sequence {
@@ -71,7 +79,24 @@ impl Reader {
         Reader {
             src,
             seq: Mutex::new(Sequence::default()),
+            recent: Mutex::new(Vec::with_capacity(RECENT_PAGES)),
         }
+    }
+
+    fn recent_page(&self, idx: u64) -> Option<Bytes> {
+        let recent = self.recent.lock();
+        recent.iter().find(|(i, _)| *i == idx).map(|(_, b)| b.clone())
+    }
+
+    fn remember(&self, idx: u64, data: &Bytes) {
+        let mut recent = self.recent.lock();
+        if recent.iter().any(|(i, _)| *i == idx) {
+            return;
+        }
+        if recent.len() == RECENT_PAGES {
+            recent.remove(0);
+        }
+        recent.push((idx, data.clone()));
     }
 
     /// Records a read and returns the page range to read ahead, if any.
@@ -123,8 +148,15 @@ impl Fs {
         }
         let first = offset / page;
         let last = (end - 1) / page;
-        let pages =
-            futures::future::try_join_all((first..=last).map(|i| self.page(src, i))).await?;
+        let pages = futures::future::try_join_all((first..=last).map(|i| async move {
+            if let Some(b) = reader.recent_page(i) {
+                return Ok(b);
+            }
+            let b = self.page(src, i).await?;
+            reader.remember(i, &b);
+            Ok::<_, FsError>(b)
+        }))
+        .await?;
         if pages.len() == 1 {
             let start = (offset - first * page) as usize;
             let stop = (end - first * page) as usize;
