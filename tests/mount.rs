@@ -156,3 +156,96 @@ fn busy_umount_is_refused_and_lazy_works() {
     drop(f);
     assert!(guard.unmount(std::time::Duration::from_secs(10)));
 }
+
+/// Kills the daemon (SIGKILL) while `write` is in progress and checks the
+/// UFS holds nothing or the whole file, and that the application was told.
+fn crash_during(
+    backend: Backend,
+    size: usize,
+    kill_after: std::time::Duration,
+    close_before_kill: bool,
+) {
+    let env = Env::new(backend);
+    let guard = env.mount(&[]);
+    let pid = guard.pid().expect("daemon pid");
+    let path = guard.join("big.bin");
+    let data = pattern(size, 42);
+    let expected = data.clone();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&data)?;
+        if close_before_kill {
+            f.sync_all()?;
+        } else {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            f.write_all(b"tail")?;
+        }
+        drop(f);
+        Ok(())
+    });
+    std::thread::sleep(kill_after);
+    // SAFETY: kill(2) of the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let app = timed(LIMIT, move || writer.join().expect("writer thread"));
+    match env.get("big.bin") {
+        None => {}
+        Some(got) => {
+            assert!(
+                app.is_ok() || close_before_kill,
+                "an object appeared although the app got {app:?}"
+            );
+            assert_eq!(got.len(), expected.len(), "never a partial object");
+            assert!(got == expected, "never a corrupt object");
+        }
+    }
+    if app.is_ok() {
+        assert_eq!(
+            env.get("big.bin").as_deref(),
+            Some(&expected[..]),
+            "success means the data is there"
+        );
+    }
+    drop(guard);
+    assert!(!is_mounted(&env.mnt));
+}
+
+#[test]
+fn crash_before_close_leaves_no_object() {
+    crash_during(
+        Backend::S3,
+        20 << 20,
+        std::time::Duration::from_millis(500),
+        false,
+    );
+    crash_during(
+        Backend::File,
+        20 << 20,
+        std::time::Duration::from_millis(500),
+        false,
+    );
+}
+
+#[test]
+fn crash_during_upload_leaves_nothing_or_everything() {
+    for delay in [5, 50, 200] {
+        crash_during(
+            Backend::S3,
+            48 << 20,
+            std::time::Duration::from_millis(delay),
+            true,
+        );
+    }
+}
+
+#[test]
+fn large_write_goes_up_in_parts() {
+    // Above the 8 MiB part size, so the S3 upload is multipart.
+    let env = Env::new(Backend::S3);
+    let guard = env.mount(&[]);
+    let data = pattern((20 << 20) + 5, 3);
+    let p = guard.join("multi.bin");
+    let d2 = data.clone();
+    timed(LIMIT, move || std::fs::write(p, d2).unwrap());
+    assert!(env.get("multi.bin").unwrap() == data);
+}

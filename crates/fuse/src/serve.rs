@@ -55,6 +55,8 @@ pub struct LoopSettings {
     pub threads: usize,
     /// Let the kernel run lookups and readdirs of one directory in parallel.
     pub parallel_dirops: bool,
+    /// The kernel read-ahead for this mount, in KiB (its default is 128).
+    pub read_ahead_kb: Option<u32>,
 }
 
 /// Checks that `mountpoint` can take a new mount.
@@ -114,11 +116,39 @@ pub fn serve(
         }
     };
     let probe = mountpoint.to_path_buf();
-    std::thread::spawn(move || on_ready(wait_until_answering(&probe, Duration::from_secs(30))));
+    let read_ahead_kb = settings.read_ahead_kb;
+    std::thread::spawn(move || {
+        let ready = wait_until_answering(&probe, Duration::from_secs(30));
+        if ready.is_ok()
+            && let Some(kb) = read_ahead_kb
+        {
+            set_read_ahead(&probe, kb);
+        }
+        on_ready(ready)
+    });
     session.run().map_err(|source| ServeError::Session {
         path: mountpoint.to_path_buf(),
         source,
     })
+}
+
+/// Raises the kernel's read-ahead for the mount: FUSE mounts start at
+/// 128 KiB, which caps every sequential read request at that size.
+fn set_read_ahead(mountpoint: &Path, kb: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    match std::fs::write(&bdi, kb.to_string()) {
+        Ok(()) => tracing::info!(read_ahead_kb = kb, "kernel read-ahead set"),
+        Err(e) => tracing::warn!(path = %bdi, error = %e, "cannot set the kernel read-ahead"),
+    }
 }
 
 fn wait_until_answering(path: &Path, timeout: Duration) -> Result<(), String> {

@@ -90,6 +90,8 @@ pub struct FuseSection {
     pub parallel_dirops: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Kernel read-ahead of the mount in KiB (the kernel's default is 128).
+    pub read_ahead_kb: u32,
 }
 
 impl Default for FuseSection {
@@ -100,6 +102,7 @@ impl Default for FuseSection {
             symlinks: false,
             parallel_dirops: false,
             threads: 16,
+            read_ahead_kb: 1024,
         }
     }
 }
@@ -187,6 +190,12 @@ impl Config {
             bail!(
                 "fuse.threads must be between 1 and 1024, not {}",
                 self.fuse.threads
+            );
+        }
+        if !(4..=1 << 20).contains(&self.fuse.read_ahead_kb) {
+            bail!(
+                "fuse.read_ahead_kb must be between 4 and 1048576, not {}",
+                self.fuse.read_ahead_kb
             );
         }
         if self.cache.readahead.as_u64() > 1 << 30 {
