@@ -600,6 +600,29 @@ mod tests {
     }
 
     #[test]
+    fn memory_tier_serves_hot_pages_and_follows_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = PageCache::open(PageCacheConfig {
+            dir: dir.path().to_path_buf(),
+            capacity: 2 * PAGE,
+            page_size: PAGE,
+            memory: 2 * PAGE,
+        })
+        .unwrap();
+        let k = ObjectKey::new("u", "/f", "v");
+        c.put(k, 0, &page(1)).unwrap();
+        // Break the disk copy: a hit can now only come from memory.
+        std::fs::remove_file(c.data_path(k)).unwrap();
+        assert_eq!(c.get(k, 0).unwrap(), page(1));
+        c.put(k, 1, &page(2)).unwrap();
+        c.put(k, 2, &page(3)).unwrap();
+        assert!(
+            c.get(k, 0).is_none(),
+            "evicted from disk means gone from memory too"
+        );
+    }
+
+    #[test]
     fn bad_config_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let bad = |capacity, page_size| {
