@@ -230,6 +230,8 @@ impl Fs {
         let to = self.child_path(newparent, newname)?;
         policy::check_writable(self.inner.cfg.read_only, &from)?;
         if from == to {
+            // A no-op, as in rename(2), but only for a name that exists.
+            self.stat_path(&from).await?;
             return Ok(());
         }
         self.check_not_mount(&from)?;
@@ -272,7 +274,9 @@ impl Fs {
                 (_, Kind::Dir) => {
                     return Err(FsError::new(libc::EISDIR, format!("{to} is a directory")));
                 }
-                _ => {}
+                // The replaced file is gone: its open writers must not
+                // upload over the file renamed into its place.
+                _ => self.unlink_writers(&to).await,
             },
             Err(e) if e.errno() == libc::ENOENT => {}
             Err(e) => return Err(e),

@@ -85,7 +85,10 @@ impl Reader {
 
     fn recent_page(&self, idx: u64) -> Option<Bytes> {
         let recent = self.recent.lock();
-        recent.iter().find(|(i, _)| *i == idx).map(|(_, b)| b.clone())
+        recent
+            .iter()
+            .find(|(i, _)| *i == idx)
+            .map(|(_, b)| b.clone())
     }
 
     fn remember(&self, idx: u64, data: &Bytes) {
