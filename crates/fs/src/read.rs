@@ -240,10 +240,11 @@ impl Fs {
                 format!("{}: object changed size while open", src.path),
             ));
         }
-        if src.etag.is_none() && ufs.is_local() {
-            // No etag to pin: check the version did not move under us. (Object
-            // stores whose listings lack etags only get the length check above:
-            // their HEAD and LIST report mtimes at different precisions.)
+        if ufs.is_local() {
+            // Local files cannot pin a version in the read itself: check it
+            // did not move under us. (Object stores whose listings lack etags
+            // only get the length check above: their HEAD and LIST report
+            // mtimes at different precisions.)
             let now = ufs.stat(&src.rel).await?;
             if now.version() != src.version {
                 self.invalidate(&src.path);

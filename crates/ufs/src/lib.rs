@@ -337,7 +337,8 @@ impl Ufs {
     /// use a rename.
     pub async fn upload(&self, path: &str, src: &Path) -> Result<Stat> {
         if let Some(root) = &self.local_root {
-            local::confine(root, path).await?;
+            local::write_atomic(root, path, local::Content::File(src.to_path_buf())).await?;
+            return self.stat(path).await;
         }
         let mut file = tokio::fs::File::open(src)
             .await
@@ -376,7 +377,7 @@ impl Ufs {
     /// Writes a small object in one request.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<()> {
         if let Some(root) = &self.local_root {
-            local::confine(root, path).await?;
+            return local::write_atomic(root, path, local::Content::Bytes(data)).await;
         }
         self.op
             .write(path, data)

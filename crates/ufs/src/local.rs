@@ -56,6 +56,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 fn stat_of(meta: &std::fs::Metadata) -> Stat {
+    use std::os::unix::fs::MetadataExt;
     let ft = meta.file_type();
     let kind = if ft.is_symlink() {
         Kind::Symlink
@@ -68,7 +69,16 @@ fn stat_of(meta: &std::fs::Metadata) -> Stat {
         kind,
         size: if kind == Kind::Dir { 0 } else { meta.len() },
         mtime: meta.modified().ok(),
-        etag: None,
+        // mtime and size alone miss a same-size rewrite that keeps the mtime
+        // (rsync -t, touch -r); the inode and ctime cannot be set by hand.
+        etag: (kind == Kind::File).then(|| {
+            format!(
+                "local:{}:{}.{:09}",
+                meta.ino(),
+                meta.ctime(),
+                meta.ctime_nsec()
+            )
+        }),
     }
 }
 
@@ -170,4 +180,44 @@ pub(crate) async fn rename(root: &Path, from: &str, to: &str) -> Result<()> {
     confine_parent(root, to).await?;
     let dst = join(root, to)?;
     run_io(root, from, move |src| std::fs::rename(src, dst)).await
+}
+
+static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What an atomic write puts in place.
+pub(crate) enum Content {
+    /// A local file's content.
+    File(PathBuf),
+    /// These bytes.
+    Bytes(bytes::Bytes),
+}
+
+/// Writes `content` to a short temporary name in the root's staging dir,
+/// syncs it, and renames it over `rel`: readers see the old file or the
+/// whole new one, and any legal name (up to 255 bytes) works.
+pub(crate) async fn write_atomic(root: &Path, rel: &str, content: Content) -> Result<()> {
+    confine_parent(root, rel).await?;
+    let dst = join(root, rel)?;
+    let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = root
+        .join(LOCAL_STAGING_DIR)
+        .join(format!("{}-{n}", std::process::id()));
+    let rel = rel.to_string();
+    blocking(move || {
+        let written = (|| {
+            match &content {
+                Content::File(src) => {
+                    std::fs::copy(src, &tmp)?;
+                }
+                Content::Bytes(b) => std::fs::write(&tmp, b)?,
+            }
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &dst)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(|e| map_io(rel, e))
+    })
+    .await
 }

@@ -209,11 +209,6 @@ async fn zero_ttl_sees_a_same_size_rewrite_behind_weirs_back() {
 }
 
 #[tokio::test]
-#[ignore = "bug (weir-ufs): a local file's version is only its mtime and size, so a \
-            same-size rewrite that keeps the mtime (rsync -t, touch -r, or two writes in \
-            one timestamp tick on kernels without fine-grained timestamps) is served from \
-            the old cached pages forever, past any TTL; the ctime or inode number would \
-            tell the versions apart"]
 async fn zero_ttl_sees_a_same_size_rewrite_that_keeps_the_mtime() {
     timed(async {
         let e = env_with(&["/"], |c| c.metadata_ttl = Duration::ZERO);

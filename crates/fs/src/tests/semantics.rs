@@ -890,8 +890,6 @@ async fn bad_names_are_refused() {
         assert_eq!(fs.lookup(ROOT_INO, &max).await.unwrap().ino, d.ino);
         fs.rename(ROOT_INO, "ok", d.ino, &max, none).await.unwrap();
         assert_eq!(std::fs::read(e.root().join(&max).join(&max)).unwrap(), b"x");
-        // Files are written under names of up to 246 bytes (see the
-        // ignored test below for longer ones).
         let long_file = "z".repeat(246);
         put(fs, ROOT_INO, &long_file, b"z").await;
         assert_eq!(std::fs::read(e.root().join(&long_file)).unwrap(), b"z");
@@ -900,10 +898,6 @@ async fn bad_names_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "bug (weir-ufs): uploads to a local UFS are staged as `<name>.<8 random \
-            chars>` (OpenDAL's atomic_write_dir), so writing a file whose name is longer \
-            than 246 bytes fails with EIO (ENAMETOOLONG on the temporary name) although \
-            the name is legal"]
 async fn files_with_the_longest_legal_name_can_be_written() {
     timed(async {
         let e = env();
