@@ -27,7 +27,7 @@ lint:
 ## fio benchmarks against the local disk, weir, rclone and s3fs.
 bench: setup
 	$(CARGO) build --release --locked -p weir -p weir-testkit
-	bash bench/run.sh
+	BENCH_NO_BUILD=1 bash bench/run.sh
 
 build:
 	$(CARGO) build --release --locked -p weir

@@ -106,9 +106,22 @@ impl Fs {
             Kind::File => {}
         }
         let (mount, rel) = self.ufs_location(&path)?;
-        let pending = self.inner.pending.stat(&path).is_some();
-        // A file still being written by another handle has no UFS version yet.
-        let src = (!pending).then(|| self.source(&path, mount, &rel, &stat));
+        // While another handle writes the file, this one reads (and bases
+        // random writes on) what the UFS holds, if anything yet. That other
+        // handle's close may still be on its way even after its flush.
+        let backing = if self.inner.pending.stat(&path).is_some() {
+            self.stat_backing(&path)
+                .await
+                .ok()
+                .filter(|s| s.kind == Kind::File)
+        } else {
+            Some(stat.clone())
+        };
+        let backing = match backing {
+            Some(b) => Some(self.pinned(&path, mount, &rel, b).await?),
+            None => None,
+        };
+        let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
         let writer = if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
             if flags.append {
@@ -116,7 +129,7 @@ impl Fs {
             }
             let fresh = if flags.truncate {
                 Fresh::Truncated
-            } else if stat.size == 0 {
+            } else if backing.as_ref().is_none_or(|b| b.size == 0) {
                 Fresh::Empty
             } else {
                 Fresh::No
@@ -139,6 +152,20 @@ impl Fs {
         };
         let fh = self.add_handle(Handle::File(Arc::new(handle)));
         Ok(Opened { fh, keep_cache })
+    }
+
+    /// The stat to pin a read to. A listing may have given attributes
+    /// without a version tag while a HEAD gives one; the version must not
+    /// depend on which of them filled the cache, or one object would be
+    /// cached twice, so a remote file without an etag is stat'ed afresh.
+    async fn pinned(&self, path: &str, mount: usize, rel: &str, stat: Stat) -> Result<Stat> {
+        let ufs = &self.inner.table.mount(mount).ufs;
+        if stat.etag.is_some() || ufs.is_local() {
+            return Ok(stat);
+        }
+        let fresh = ufs.stat(rel).await?;
+        self.inner.meta.put_stat(path, Some(fresh.clone()));
+        Ok(fresh)
     }
 
     fn keep_cache(&self, ino: u64, stat: &Stat) -> bool {

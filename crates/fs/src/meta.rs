@@ -18,6 +18,12 @@ impl Fs {
         if let Some(stat) = self.inner.pending.stat(path) {
             return Ok(stat);
         }
+        self.stat_backing(path).await
+    }
+
+    /// The attributes of `path` in the mount table and the UFS, ignoring
+    /// files being written.
+    pub(crate) async fn stat_backing(&self, path: &str) -> Result<Stat> {
         let (mount, rel) = match self.resolve(path) {
             Resolved::Virtual => return Ok(Stat::dir()),
             Resolved::Outside => return Err(FsError::not_found(path)),

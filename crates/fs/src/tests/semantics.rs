@@ -1066,3 +1066,24 @@ async fn rename_while_writing_moves_the_pending_file() {
     })
     .await
 }
+
+/// The kernel sends RELEASE after close(2) has returned, so a new handle can
+/// open a file whose previous writer is flushed but not yet released. It must
+/// still build on the uploaded content.
+#[tokio::test]
+async fn random_write_after_flush_before_release_keeps_the_content() {
+    timed(async {
+        let e = env_with(&["/"], |c| c.random_writes = true);
+        let fs = &e.fs;
+        let (attr, first) = fs.create(ROOT_INO, "f", W_TRUNC).await.unwrap();
+        fs.write(first.fh, 0, b"0123456789").await.unwrap();
+        fs.flush(first.fh).await.unwrap();
+        let second = fs.open(attr.ino, W).await.unwrap();
+        fs.write(second.fh, 3, b"xy").await.unwrap();
+        fs.release(first.fh).await.unwrap();
+        fs.flush(second.fh).await.unwrap();
+        fs.release(second.fh).await.unwrap();
+        assert_eq!(std::fs::read(e.root().join("f")).unwrap(), b"012xy56789");
+    })
+    .await
+}
