@@ -285,6 +285,29 @@ impl PageCache {
         Ok(Some(Bytes::from(buf)))
     }
 
+    /// Tells the kernel that pages `from..to` of `key` will be read soon, so
+    /// it reads the cache file ahead. Each [`PageCache::get`] opens the file
+    /// afresh, which would otherwise start every read with no read-ahead.
+    pub fn will_need(&self, key: ObjectKey, from: u64, to: u64) {
+        if to <= from {
+            return;
+        }
+        let Ok(file) = File::open(self.data_path(key)) else {
+            return;
+        };
+        let offset = from * self.cfg.page_size;
+        let len = (to - from) * self.cfg.page_size;
+        // SAFETY: posix_fadvise on a descriptor we own; integers only.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
     /// Stores page `idx` of `key`, evicting older pages to stay in capacity.
     pub fn put(&self, key: ObjectKey, idx: u64, data: &[u8]) -> Result<(), CacheError> {
         if data.is_empty() || data.len() as u64 > self.cfg.page_size {

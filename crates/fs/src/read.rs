@@ -176,6 +176,8 @@ impl Fs {
     }
 
     fn read_ahead(&self, src: Source, from: u64, to: u64) {
+        // Cached pages are read ahead by the kernel, from the cache file.
+        self.inner.pages.will_need(src.key, from, to);
         for idx in from..to {
             if self.inner.pages.contains(src.key, idx) {
                 continue;
