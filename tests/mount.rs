@@ -193,7 +193,9 @@ fn crash_during(
         Some(got) => {
             assert!(
                 app.is_ok() || close_before_kill,
-                "an object appeared although the app got {app:?}"
+                "{backend:?}: an object of {} bytes appeared although the app got {app:?}; log: {}",
+                got.len(),
+                guard.log()
             );
             assert_eq!(got.len(), expected.len(), "never a partial object");
             assert!(got == expected, "never a corrupt object");
@@ -248,4 +250,32 @@ fn large_write_goes_up_in_parts() {
     let d2 = data.clone();
     timed(LIMIT, move || std::fs::write(p, d2).unwrap());
     assert!(env.get("multi.bin").unwrap() == data);
+}
+
+#[test]
+fn a_child_closing_an_inherited_descriptor_does_not_publish_a_partial_file() {
+    let env = Env::new(Backend::S3);
+    let guard = env.mount(&[]);
+    let path = guard.join("part.bin");
+    let in_ufs = env.data.join("part.bin");
+    let published_mid_write = timed(LIMIT, move || {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"first half ").unwrap();
+        // fork + exec: the child's copy of the descriptor is closed at exec,
+        // which sends the filesystem a FLUSH from the child.
+        std::process::Command::new("true").status().unwrap();
+        let published = in_ufs.exists();
+        f.write_all(b"second half").unwrap();
+        drop(f);
+        published
+    });
+    assert!(
+        !published_mid_write,
+        "the child's close published a partial file"
+    );
+    assert_eq!(
+        env.get("part.bin").as_deref(),
+        Some(&b"first half second half"[..])
+    );
 }

@@ -139,18 +139,6 @@ impl Fs {
         Ok(())
     }
 
-    fn ufs_of(&self, path: &str) -> Result<(usize, String)> {
-        match self.resolve(path) {
-            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
-            Resolved::Ufs { .. } => Err(FsError::new(
-                libc::EBUSY,
-                format!("{path} is a mount point"),
-            )),
-            Resolved::Virtual => Err(FsError::read_only(path)),
-            Resolved::Outside => Err(FsError::not_found(path)),
-        }
-    }
-
     /// Creates directory `name` in `parent`.
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
         let path = self.child_path(parent, name)?;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use weir_cache::ObjectKey;
-use weir_namespace::Resolved;
 use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
@@ -20,6 +19,8 @@ pub(crate) struct FileHandle {
     pub reader: Option<Reader>,
     /// Write state, when opened for writing.
     pub writer: Option<tokio::sync::Mutex<Writer>>,
+    /// The process that opened the file (0: unknown).
+    pub opener: std::sync::atomic::AtomicU32,
 }
 
 /// An open directory: a snapshot of its entries.
@@ -70,18 +71,6 @@ impl Fs {
         fh
     }
 
-    fn ufs_location(&self, path: &str) -> Result<(usize, String)> {
-        match self.resolve(path) {
-            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
-            Resolved::Ufs { .. } => Err(FsError::new(
-                libc::EISDIR,
-                format!("{path} is a mount point"),
-            )),
-            Resolved::Virtual => Err(FsError::read_only(path)),
-            Resolved::Outside => Err(FsError::not_found(path)),
-        }
-    }
-
     fn source(&self, path: &str, mount: usize, rel: &str, stat: &Stat) -> Source {
         let version = stat.version();
         let ufs = &self.inner.table.mount(mount).ufs;
@@ -105,7 +94,7 @@ impl Fs {
             Kind::Symlink => return Err(FsError::new(libc::ELOOP, format!("{path} is a symlink"))),
             Kind::File => {}
         }
-        let (mount, rel) = self.ufs_location(&path)?;
+        let (mount, rel) = self.ufs_of(&path)?;
         // While another handle writes the file, this one reads (and bases
         // random writes on) what the UFS holds, if anything yet. That other
         // handle's close may still be on its way even after its flush.
@@ -149,6 +138,7 @@ impl Fs {
         let handle = FileHandle {
             reader: src.map(Reader::new),
             writer,
+            opener: Default::default(),
         };
         let fh = self.add_handle(Handle::File(Arc::new(handle)));
         Ok(Opened { fh, keep_cache })
@@ -208,12 +198,13 @@ impl Fs {
             Err(e) if e.errno() == libc::ENOENT => {}
             Err(e) => return Err(e),
         }
-        let (mount, rel) = self.ufs_location(&path)?;
+        let (mount, rel) = self.ufs_of(&path)?;
         let writer = self.new_writer(&path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
         let handle = FileHandle {
             reader: None,
             writer: Some(tokio::sync::Mutex::new(writer)),
+            opener: Default::default(),
         };
         let fh = self.add_handle(Handle::File(Arc::new(handle)));
         self.invalidate(&path);
@@ -225,6 +216,36 @@ impl Fs {
                 keep_cache: false,
             },
         ))
+    }
+
+    /// Records which process opened `fh`, for [`Fs::flush_from`].
+    pub fn set_opener(&self, fh: u64, pid: u32) {
+        if let Ok(h) = self.file_handle(fh) {
+            h.opener.store(pid, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A flush sent because process `pid` closed a descriptor of `fh`.
+    /// Only the opener's own close publishes the file: a child that
+    /// inherited the descriptor (fork, then exec or exit) closes it while
+    /// the opener may still be writing, and uploading then would publish a
+    /// part of the file. The last close (release) uploads in every case.
+    pub async fn flush_from(&self, fh: u64, pid: Option<u32>) -> Result<()> {
+        let h = self.file_handle(fh)?;
+        let opener = h.opener.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(pid) = pid
+            && opener != 0
+            && pid != opener
+        {
+            tracing::debug!(
+                fh,
+                pid,
+                opener,
+                "flush from another process; upload waits for the opener"
+            );
+            return Ok(());
+        }
+        self.flush(fh).await
     }
 
     /// Closes handle `fh`, uploading what it staged. An upload error here
@@ -278,7 +299,7 @@ impl Fs {
         if size == stat.size {
             return Ok(());
         }
-        let (mount, rel) = self.ufs_location(path)?;
+        let (mount, rel) = self.ufs_of(path)?;
         let base = (size != 0).then(|| self.source(path, mount, &rel, &stat));
         let fresh = if size == 0 {
             Fresh::Truncated

@@ -160,6 +160,20 @@ impl Fs {
         self.inner.table.resolve(path)
     }
 
+    /// The mount and UFS path holding `path`, which must be inside a mount
+    /// and not a mount point itself.
+    fn ufs_of(&self, path: &str) -> Result<(usize, String)> {
+        match self.resolve(path) {
+            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
+            Resolved::Ufs { .. } => Err(FsError::new(
+                libc::EBUSY,
+                format!("{path} is a mount point"),
+            )),
+            Resolved::Virtual => Err(FsError::read_only(path)),
+            Resolved::Outside => Err(FsError::not_found(path)),
+        }
+    }
+
     fn attr(&self, ino: u64, stat: &weir_ufs::Stat) -> Attr {
         let cfg = &self.inner.cfg;
         let perm = match stat.kind {

@@ -100,6 +100,16 @@ fn name_str(name: &OsStr) -> Result<&str, FsError> {
         .ok_or_else(|| FsError::new(libc::EINVAL, format!("{name:?}: names must be UTF-8")))
 }
 
+/// The process (thread group) of the thread `tid` that sent a request; the
+/// kernel reports thread ids.
+fn process_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn unsupported(what: &str) -> Errno {
     tracing::debug!("{what}: not supported");
     Errno::from_i32(libc::ENOTSUP)
@@ -276,12 +286,17 @@ impl fuser::Filesystem for Adapter {
         reply.error(unsupported("hard links"));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         match self
             .rt
             .block_on(self.fs.open(ino.0, OpenFlags::from_raw(flags.0)))
         {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache)),
+            Ok(o) => {
+                if let Some(pid) = process_of(req.pid()) {
+                    self.fs.set_opener(o.fh, pid);
+                }
+                reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -323,13 +338,14 @@ impl fuser::Filesystem for Adapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let r = self.rt.block_on(self.fs.flush(fh.0));
+        let pid = process_of(req.pid());
+        let r = self.rt.block_on(self.fs.flush_from(fh.0, pid));
         self.empty(reply, r);
     }
 
@@ -445,7 +461,7 @@ impl fuser::Filesystem for Adapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -458,13 +474,18 @@ impl fuser::Filesystem for Adapter {
                 .block_on(self.fs.create(parent.0, n, OpenFlags::from_raw(flags)))
         });
         match r {
-            Ok((a, o)) => reply.created(
-                &self.opts.entry_timeout,
-                &self.file_attr(&a),
-                Generation(0),
-                FileHandle(o.fh),
-                fopen_flags(o.keep_cache),
-            ),
+            Ok((a, o)) => {
+                if let Some(pid) = process_of(req.pid()) {
+                    self.fs.set_opener(o.fh, pid);
+                }
+                reply.created(
+                    &self.opts.entry_timeout,
+                    &self.file_attr(&a),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    fopen_flags(o.keep_cache),
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

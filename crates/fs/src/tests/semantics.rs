@@ -1087,3 +1087,25 @@ async fn random_write_after_flush_before_release_keeps_the_content() {
     })
     .await
 }
+
+/// A FLUSH from a process other than the opener (a child closing an
+/// inherited descriptor) must not publish a partial file.
+#[tokio::test]
+async fn flush_from_another_process_does_not_upload() {
+    timed(async {
+        let e = env();
+        let fs = &e.fs;
+        let (_, o) = fs.create(ROOT_INO, "f", W_TRUNC).await.unwrap();
+        fs.set_opener(o.fh, 100);
+        fs.write(o.fh, 0, b"part").await.unwrap();
+        fs.flush_from(o.fh, Some(200)).await.unwrap();
+        assert!(
+            !e.root().join("f").exists(),
+            "nothing published by the child's close"
+        );
+        fs.flush_from(o.fh, Some(100)).await.unwrap();
+        assert_eq!(std::fs::read(e.root().join("f")).unwrap(), b"part");
+        fs.release(o.fh).await.unwrap();
+    })
+    .await
+}
