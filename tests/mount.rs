@@ -93,13 +93,7 @@ fn umount_command_unmounts_and_the_daemon_exits() {
     let mut guard = env.mount(&[]);
     assert!(is_mounted(&env.mnt));
     let pid = guard.pid().expect("daemon pid");
-    let out = run_with_timeout(
-        std::process::Command::new(weir())
-            .arg("umount")
-            .arg(&env.mnt),
-        LIMIT,
-    )
-    .unwrap();
+    let out = weir_umount(&[], &env.mnt);
     assert!(
         out.status.success(),
         "{}",
@@ -111,13 +105,7 @@ fn umount_command_unmounts_and_the_daemon_exits() {
         "daemon {pid} exited by itself"
     );
     // Unmounting again is a clear error.
-    let out = run_with_timeout(
-        std::process::Command::new(weir())
-            .arg("umount")
-            .arg(&env.mnt),
-        LIMIT,
-    )
-    .unwrap();
+    let out = weir_umount(&[], &env.mnt);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not mounted"));
 }
@@ -128,26 +116,14 @@ fn busy_umount_is_refused_and_lazy_works() {
     env.put("f", b"x");
     let mut guard = env.mount(&[]);
     let mut f = std::fs::File::open(env.mnt.join("f")).unwrap();
-    let out = run_with_timeout(
-        std::process::Command::new(weir())
-            .arg("umount")
-            .arg(&env.mnt),
-        LIMIT,
-    )
-    .unwrap();
+    let out = weir_umount(&[], &env.mnt);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("busy"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_with_timeout(
-        std::process::Command::new(weir())
-            .args(["umount", "--lazy"])
-            .arg(&env.mnt),
-        LIMIT,
-    )
-    .unwrap();
+    let out = weir_umount(&["--lazy"], &env.mnt);
     assert!(out.status.success());
     // The open file keeps working after a lazy unmount.
     let mut s = String::new();

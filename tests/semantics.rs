@@ -333,10 +333,7 @@ fn refused(b: Backend) {
         // SAFETY: valid C strings and buffer.
         let rc =
             unsafe { libc::setxattr(cpath.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
-        assert_eq!(
-            (rc, std::io::Error::last_os_error().raw_os_error()),
-            (-1, Some(libc::ENOTSUP))
-        );
+        assert_errno(libc_result(rc as i64), libc::ENOTSUP);
         let mut buf = [0u8; 16];
         // SAFETY: as above.
         let rc = unsafe {
@@ -347,24 +344,15 @@ fn refused(b: Backend) {
                 buf.len(),
             )
         };
-        assert_eq!(
-            (rc, std::io::Error::last_os_error().raw_os_error()),
-            (-1, Some(libc::ENOTSUP))
-        );
+        assert_errno(libc_result(rc as i64), libc::ENOTSUP);
         let fifo = std::ffi::CString::new(m.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: valid C string.
         let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
-        assert_eq!(
-            (rc, std::io::Error::last_os_error().raw_os_error()),
-            (-1, Some(libc::ENOTSUP))
-        );
+        assert_errno(libc_result(rc as i64), libc::ENOTSUP);
         let dev = std::ffi::CString::new(m.join("dev").as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: valid C string.
         let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
-        assert_eq!(
-            (rc, std::io::Error::last_os_error().raw_os_error()),
-            (-1, Some(libc::ENOTSUP))
-        );
+        assert_errno(libc_result(rc as i64), libc::ENOTSUP);
         assert_eq!(fs::read(&p).unwrap(), b"x", "nothing changed");
     });
 }

@@ -147,6 +147,27 @@ pub fn assert_errno<T: std::fmt::Debug>(r: std::io::Result<T>, expected: i32) {
     }
 }
 
+/// Runs `weir umount ARGS MOUNTPOINT` with a time limit.
+pub fn weir_umount(args: &[&str], mnt: &Path) -> std::process::Output {
+    run_with_timeout(
+        std::process::Command::new(weir())
+            .arg("umount")
+            .args(args)
+            .arg(mnt),
+        LIMIT,
+    )
+    .expect("weir umount ran")
+}
+
+/// A libc call's return value as a Result: -1 becomes the errno it set.
+pub fn libc_result(rc: i64) -> std::io::Result<i64> {
+    if rc == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// Sorted names in a directory.
 pub fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

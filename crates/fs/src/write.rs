@@ -138,10 +138,6 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    fn staged_len(&self) -> u64 {
-        self.size
-    }
-
     /// Reads from the staging file, if this handle has one.
     pub(crate) fn read_staged(&mut self, offset: u64, size: u32) -> Result<Option<Bytes>> {
         let Some((file, _)) = &self.staging else {
@@ -256,7 +252,7 @@ impl Fs {
             )));
         }
         self.ensure_staging(&mut w).await?;
-        policy::check_write_offset(random, offset, w.staged_len())?;
+        policy::check_write_offset(random, offset, w.size)?;
         if let Some((file, _)) = &w.staging {
             file.write_all_at(data, offset)?;
         }

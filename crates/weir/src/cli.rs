@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
@@ -195,8 +195,7 @@ fn wait_ready(read_end: OwnedFd, timeout: Duration) -> Ready {
         let _ = BufReader::new(std::fs::File::from(read_end)).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let start = Instant::now();
-    match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+    match rx.recv_timeout(timeout) {
         Ok(line) if line.trim() == "ok" => Ready::Ok,
         Ok(line) if line.is_empty() => Ready::Silent,
         Ok(line) => Ready::Failed(line.trim().trim_start_matches("error: ").to_string()),
