@@ -28,6 +28,57 @@ enum Cmd {
     Mount(MountArgs),
     /// Unmount MOUNTPOINT.
     Umount(UmountArgs),
+    /// Run the Kubernetes CSI driver (node plugin, controller, or both).
+    Csi(CsiArgs),
+}
+
+/// `weir csi`
+#[derive(Debug, Args, Clone)]
+pub struct CsiArgs {
+    /// gRPC endpoint kubelet and the sidecars talk to (unix:///path/csi.sock).
+    #[arg(long, env = "CSI_ENDPOINT")]
+    pub endpoint: String,
+    /// This node's name, as Kubernetes knows it.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: String,
+    /// Directory for sessions, publications and the mounts behind them.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// YAML configuration file of the namespace (as for weir mount).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Which services to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: CsiMode,
+    /// kubelet's root directory; target paths must be inside it.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+    /// How long a session with no publications stays mounted.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub session_grace: Duration,
+    /// How often the watchdog probes each session's mount.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub probe_interval: Duration,
+    /// How long a probe may take before the mount counts as hung.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub probe_timeout: Duration,
+    /// Serve Prometheus metrics on this address (host:port).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Override any config key, as in fuse.random_writes=true.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// What `weir csi` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CsiMode {
+    /// Identity and Node services (the DaemonSet).
+    Node,
+    /// Identity and Controller services (the Deployment).
+    Controller,
+    /// All three.
+    All,
 }
 
 /// `weir mount`
@@ -79,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Mount(args) => mount(args),
         Cmd::Umount(args) => umount(&args.mountpoint, args.lazy),
+        Cmd::Csi(_) => bail!("the CSI driver is not built into this version of weir yet"),
     }
 }
 
