@@ -76,6 +76,14 @@ impl Fs {
 
     /// Opens directory `ino`, taking a snapshot of its entries.
     pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        self.opendir_from(ino, crate::Origin::default()).await
+    }
+
+    /// Opens directory `ino` for the request `origin`.
+    pub async fn opendir_from(&self, ino: u64, origin: crate::Origin) -> Result<u64> {
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            return Ok(fh);
+        }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
         if stat.kind != Kind::Dir {
@@ -88,6 +96,7 @@ impl Fs {
         let fh = self.new_fh();
         let handle = DirHandle {
             path,
+            unique: origin.unique,
             entries: tokio::sync::OnceCell::new_with(Some(entries)),
         };
         self.add_handle(fh, Handle::Dir(Arc::new(handle)));

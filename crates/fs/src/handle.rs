@@ -8,7 +8,7 @@ use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
 use crate::read::{Reader, Source};
-use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, SetAttr};
+use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, Origin, SetAttr};
 use crate::write::{Fresh, Writer};
 use crate::{Fs, policy};
 
@@ -23,6 +23,8 @@ pub(crate) struct FileHandle {
     pub opener: std::sync::atomic::AtomicU32,
     /// Why this handle, restored after a takeover, cannot serve (EIO).
     pub broken: Option<String>,
+    /// The request that opened it.
+    pub unique: u64,
 }
 
 /// An open directory: a snapshot of its entries, taken at opendir, or at
@@ -30,6 +32,8 @@ pub(crate) struct FileHandle {
 #[derive(Debug)]
 pub(crate) struct DirHandle {
     pub path: String,
+    /// The request that opened it.
+    pub unique: u64,
     pub entries: tokio::sync::OnceCell<Vec<crate::types::DirEntry>>,
 }
 
@@ -85,6 +89,22 @@ impl Fs {
         self.inner.handles.lock().insert(fh, h);
     }
 
+    /// The handle a request with this id already made, if any: only a
+    /// request resent after a takeover can find one.
+    pub(crate) fn handle_of_request(&self, unique: u64) -> Option<u64> {
+        if unique == 0 {
+            return None;
+        }
+        let handles = self.inner.handles.lock();
+        handles.iter().find_map(|(fh, h)| {
+            let u = match h {
+                Handle::File(f) => f.unique,
+                Handle::Dir(d) => d.unique,
+            };
+            (u == unique).then_some(*fh)
+        })
+    }
+
     /// Forgets handle `fh`.
     pub(crate) fn remove_handle(&self, fh: u64) -> Option<Handle> {
         let h = self.inner.handles.lock().remove(&fh);
@@ -112,6 +132,17 @@ impl Fs {
 
     /// Opens node `ino`.
     pub async fn open(&self, ino: u64, flags: OpenFlags) -> Result<Opened> {
+        self.open_from(ino, flags, Origin::default()).await
+    }
+
+    /// Opens node `ino` for the request `origin`.
+    pub async fn open_from(&self, ino: u64, flags: OpenFlags, origin: Origin) -> Result<Opened> {
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+            });
+        }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
         match stat.kind {
@@ -164,8 +195,9 @@ impl Fs {
         let handle = FileHandle {
             reader: src.map(Reader::new),
             writer,
-            opener: Default::default(),
+            opener: origin.pid.into(),
             broken: None,
+            unique: origin.unique,
         };
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         Ok(Opened { fh, keep_cache })
@@ -207,7 +239,30 @@ impl Fs {
         name: &str,
         flags: OpenFlags,
     ) -> Result<(Attr, Opened)> {
+        self.create_from(parent, name, flags, Origin::default())
+            .await
+    }
+
+    /// Creates and opens `name` in `parent` for the request `origin`.
+    pub async fn create_from(
+        &self,
+        parent: u64,
+        name: &str,
+        flags: OpenFlags,
+        origin: Origin,
+    ) -> Result<(Attr, Opened)> {
         let path = self.child_path(parent, name)?;
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            // The dead daemon made this file and its handle; the kernel
+            // never heard, and asks again.
+            let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
+            let stat = self.stat_path(&path).await?;
+            let opened = Opened {
+                fh,
+                keep_cache: false,
+            };
+            return Ok((self.attr(ino, &stat), opened));
+        }
         policy::check_writable(self.inner.cfg.read_only, &path)?;
         match self.stat_path(&path).await {
             Ok(stat) if stat.kind == Kind::Dir => {
@@ -219,7 +274,7 @@ impl Fs {
             Ok(_) => {
                 // It appeared since the kernel's lookup: open it as it is.
                 let attr = self.lookup(parent, name).await?;
-                let opened = self.open(attr.ino, flags).await?;
+                let opened = self.open_from(attr.ino, flags, origin).await?;
                 return Ok((attr, opened));
             }
             Err(e) if e.errno() == libc::ENOENT => {}
@@ -232,8 +287,9 @@ impl Fs {
         let handle = FileHandle {
             reader: None,
             writer: Some(tokio::sync::Mutex::new(writer)),
-            opener: Default::default(),
+            opener: origin.pid.into(),
             broken: None,
+            unique: origin.unique,
         };
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);

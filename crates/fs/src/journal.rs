@@ -83,6 +83,9 @@ pub enum HandleRecord {
         write: Option<WriterRecord>,
         /// The process that opened it (0: unknown).
         opener: u32,
+        /// The id of the request that opened it.
+        #[serde(default)]
+        unique: u64,
     },
     /// An open directory.
     Dir {
@@ -90,6 +93,9 @@ pub enum HandleRecord {
         fh: u64,
         /// Namespace path.
         path: String,
+        /// The id of the request that opened it.
+        #[serde(default)]
+        unique: u64,
     },
 }
 
@@ -406,10 +412,12 @@ mod tests {
         j.handle(HandleRecord::Dir {
             fh: 7,
             path: "/".into(),
+            unique: 0,
         });
         j.handle(HandleRecord::Dir {
             fh: 8,
             path: "/x".into(),
+            unique: 0,
         });
         j.closed(8);
         drop(j);

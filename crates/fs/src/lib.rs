@@ -9,7 +9,8 @@
 //! Module map: `inode` (node ids), `read` (paged reads and read-ahead),
 //! `write` (staging and atomic upload), `dir` (listings), `meta` (stat with
 //! caches), `policy` (what the semantics table allows), `journal` (node ids
-//! and handles kept for a takeover), `restore` (rebuilding them).
+//! and handles kept for a takeover), `restore` (rebuilding them), `resend`
+//! (requests the kernel sends again after a takeover).
 
 mod dir;
 mod error;
@@ -19,6 +20,7 @@ pub mod journal;
 mod meta;
 mod policy;
 mod read;
+mod resend;
 mod restore;
 mod types;
 mod write;
@@ -34,7 +36,8 @@ use weir_namespace::{MountTable, Resolved};
 pub use error::{FsError, Result};
 pub use inode::{InodeTable, ROOT_INO};
 pub use types::{
-    Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, RenameFlags, SetAttr, StatFs,
+    Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr,
+    StatFs,
 };
 
 use handle::Handle;

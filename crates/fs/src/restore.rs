@@ -28,6 +28,7 @@ pub(crate) fn handle_record(fh: u64, h: &Handle) -> HandleRecord {
         Handle::Dir(d) => HandleRecord::Dir {
             fh,
             path: d.path.clone(),
+            unique: d.unique,
         },
         Handle::File(f) => HandleRecord::File {
             fh,
@@ -39,6 +40,7 @@ pub(crate) fn handle_record(fh: u64, h: &Handle) -> HandleRecord {
                 .as_ref()
                 .and_then(|w| w.try_lock().ok().map(|w| writer_record(&w))),
             opener: f.opener.load(Ordering::Relaxed),
+            unique: f.unique,
         },
     }
 }
@@ -98,10 +100,11 @@ impl Fs {
 
     fn restored_handle(&self, rec: &HandleRecord, keep: &mut HashSet<String>) -> (u64, Handle) {
         match rec {
-            HandleRecord::Dir { fh, path } => (
+            HandleRecord::Dir { fh, path, unique } => (
                 *fh,
                 Handle::Dir(Arc::new(DirHandle {
                     path: path.clone(),
+                    unique: *unique,
                     entries: tokio::sync::OnceCell::new(),
                 })),
             ),
@@ -110,6 +113,7 @@ impl Fs {
                 read,
                 write,
                 opener,
+                unique,
             } => {
                 if let Some(name) = write.as_ref().and_then(|w| w.staging.clone()) {
                     keep.insert(name);
@@ -139,6 +143,7 @@ impl Fs {
                     writer,
                     opener: AtomicU32::new(*opener),
                     broken,
+                    unique: *unique,
                 };
                 (*fh, Handle::File(Arc::new(handle)))
             }

@@ -219,3 +219,89 @@ async fn a_takeover_without_a_journal_is_refused_and_a_fresh_start_forgets() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_resent_open_create_or_opendir_gets_the_handle_the_dead_daemon_made() {
+    timed(async {
+        let mut e = journaled_env();
+        write_file(e.root(), "r", b"read me").await;
+        let r = e.fs.lookup(ROOT_INO, "r").await.unwrap();
+        let origin = |unique| crate::Origin { unique, pid: 42 };
+        let read = e.fs.open_from(r.ino, RO, origin(11)).await.unwrap();
+        let (_, made) =
+            e.fs.create_from(ROOT_INO, "c", W_TRUNC, origin(12))
+                .await
+                .unwrap();
+        let dir = e.fs.opendir_from(ROOT_INO, origin(13)).await.unwrap();
+        e.crash_and_take_over();
+        let fs = &e.fs;
+        assert_eq!(
+            fs.open_from(r.ino, RO, origin(11)).await.unwrap().fh,
+            read.fh
+        );
+        let (attr, again) = fs
+            .create_from(ROOT_INO, "c", W_TRUNC, origin(12))
+            .await
+            .unwrap();
+        assert_eq!(again.fh, made.fh);
+        assert_eq!(attr.kind, Kind::File);
+        assert_eq!(fs.opendir_from(ROOT_INO, origin(13)).await.unwrap(), dir);
+        // Another request is another handle.
+        assert_ne!(
+            fs.open_from(r.ino, RO, origin(14)).await.unwrap().fh,
+            read.fh
+        );
+        assert_eq!(fs.open_handles(), 4);
+        fs.write(made.fh, 0, b"c").await.unwrap();
+        fs.release(made.fh).await.unwrap();
+        assert_eq!(std::fs::read(e.root().join("c")).unwrap(), b"c");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn resent_changes_that_the_dead_daemon_finished_answer_as_done() {
+    timed(async {
+        let mut e = journaled_env();
+        std::fs::create_dir(e.root().join("d")).unwrap();
+        write_file(e.root(), "d/f", b"f").await;
+        write_file(e.root(), "gone", b"g").await;
+        let d = e.fs.lookup(ROOT_INO, "d").await.unwrap();
+        let f = e.fs.lookup(d.ino, "f").await.unwrap();
+        let gone = e.fs.lookup(ROOT_INO, "gone").await.unwrap();
+        // The dead daemon did these in the UFS and died before its tables
+        // or its answers caught up.
+        std::fs::rename(e.root().join("d"), e.root().join("moved")).unwrap();
+        std::fs::remove_file(e.root().join("gone")).unwrap();
+        std::fs::create_dir(e.root().join("made")).unwrap();
+        e.crash_and_take_over();
+        let fs = &e.fs;
+        let none = RenameFlags::default();
+        fs.rename_resent(ROOT_INO, "d", ROOT_INO, "moved", none)
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(fs, f.ino).await.unwrap(),
+            b"f",
+            "nodes follow the rename"
+        );
+        fs.unlink_resent(ROOT_INO, "gone").await.unwrap();
+        assert_eq!(errno(fs.getattr(gone.ino).await), libc::ENOENT);
+        assert_eq!(
+            fs.mkdir_resent(ROOT_INO, "made").await.unwrap().kind,
+            Kind::Dir
+        );
+        fs.rmdir_resent(ROOT_INO, "never-was").await.unwrap();
+        // What is not the dead daemon's work still fails.
+        assert_eq!(
+            errno(fs.rename_resent(ROOT_INO, "x", ROOT_INO, "y", none).await),
+            libc::ENOENT
+        );
+        write_file(e.root(), "file", b"").await;
+        assert_eq!(errno(fs.mkdir_resent(ROOT_INO, "file").await), libc::EEXIST);
+        // Not resent: the same calls fail as they always did.
+        assert_eq!(errno(fs.unlink(ROOT_INO, "gone").await), libc::ENOENT);
+        assert_eq!(errno(fs.mkdir(ROOT_INO, "made").await), libc::EEXIST);
+    })
+    .await
+}
