@@ -38,7 +38,7 @@ memory: {{ ternary $p.cache.memory $c.memory (kindIs "invalid" $c.memory) | quot
 readahead: {{ ternary $p.cache.readahead $c.readahead (kindIs "invalid" $c.readahead) | quote }}
 resources:
 {{- toYaml (.Values.resources | default $p.resources) | nindent 2 }}
-sizedFor: {{ printf "readers=%v files=%v" $p.sizedFor.readers $p.sizedFor.files | quote }}
+sizedFor: {{ printf "readers=%d files=%d" (int64 $p.sizedFor.readers) (int64 $p.sizedFor.files) | quote }}
 {{- end -}}
 
 {{/* weir.yaml: the whole configuration, every key spelt out. */}}
