@@ -3,9 +3,12 @@
 # /mnt/weir/ns on the host. Run as root. docs/install.md walks through it.
 set -eu
 
-# The config (the mount table), the cache, and the mount point's parent.
-mkdir -p /etc/weir /var/cache/weir /mnt/weir
+# The config (the mount table), the cache, the mount point's parent, and the
+# directory a file:///var/lib/weir-data root serves (unused with object storage).
+mkdir -p /etc/weir /var/cache/weir /mnt/weir /var/lib/weir-data
 [ -e /etc/weir/weir.yaml ] || { echo "write /etc/weir/weir.yaml first (see docs/install.md)" >&2; exit 1; }
+# Object storage credentials (AWS_ACCESS_KEY_ID=..., one per line), if any.
+touch /etc/weir/env && chmod 600 /etc/weir/env
 
 # The container's mount must propagate back to the host: make /mnt/weir a
 # shared mount of its own (a bind onto itself), then bind it rshared.
@@ -22,6 +25,8 @@ docker run -d --name weir --restart unless-stopped \
     --device /dev/fuse --cap-add SYS_ADMIN --security-opt apparmor=unconfined \
     -v /etc/weir:/etc/weir:ro \
     -v /var/cache/weir:/var/cache/weir \
+    -v /var/lib/weir-data:/var/lib/weir-data \
+    --env-file /etc/weir/env \
     --mount type=bind,source=/mnt/weir,target=/mnt/weir,bind-propagation=rshared \
     --entrypoint /bin/sh \
     ghcr.io/weir-dev/weir:0.1.0 \
