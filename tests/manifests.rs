@@ -1892,11 +1892,43 @@ impl Drop for Cleanup {
     }
 }
 
-/// Kills every process of a "container" (its process group) and reaps it.
+/// Kills every process of a "container" and reaps it, as the kernel does
+/// with a container's cgroup: its process group, and every descendant
+/// (the FUSE daemon runs in a session of its own, under its supervisor).
 fn kill_container(c: &mut std::process::Child) {
-    // SAFETY: signalling the process group this test started.
-    unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+    let root = c.id() as i32;
+    let mut doomed = vec![root];
+    let mut i = 0;
+    while i < doomed.len() {
+        let parent = doomed[i];
+        doomed.extend(children_of(parent));
+        i += 1;
+    }
+    // SAFETY: signalling the process group and the processes this test started.
+    unsafe { libc::kill(-root, libc::SIGKILL) };
+    for pid in doomed {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     let _ = c.wait();
+}
+
+/// The processes whose parent is `ppid`.
+fn children_of(ppid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(ppid)
+            })
+        })
+        .collect()
 }
 
 fn mounted_fs_type(path: &Path) -> Option<String> {
