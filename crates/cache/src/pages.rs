@@ -36,6 +36,9 @@ pub enum CacheError {
     /// The configuration cannot work.
     #[error("cache configuration: {0}")]
     Config(String),
+    /// Every page that could make room is pinned by an open file.
+    #[error("the cache is full of pages of files being read directly")]
+    Full,
     /// A local I/O error.
     #[error("cache {path}: {source}")]
     Io {
@@ -59,6 +62,7 @@ impl CacheError {
     pub fn errno(&self) -> i32 {
         match self {
             CacheError::Config(_) => libc::EINVAL,
+            CacheError::Full => libc::ENOSPC,
             CacheError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -124,18 +128,25 @@ type PageId = (ObjectKey, u64);
 type PageRecord = (u64, u32);
 
 #[derive(Debug)]
-struct Index {
-    lru: LruCache<PageId, u32>,
-    pages_per_object: HashMap<ObjectKey, u64>,
-    used: u64,
+pub(crate) struct Index {
+    pub(crate) lru: LruCache<PageId, u32>,
+    pub(crate) pages_per_object: HashMap<ObjectKey, u64>,
+    pub(crate) used: u64,
+    /// Objects the kernel reads straight from their data file (FUSE
+    /// passthrough): never evicted while pinned, by how many opens.
+    pub(crate) pinned: HashMap<ObjectKey, u32>,
+    /// Objects whose every page was read back and matched its checksum,
+    /// with the change time and length their data file had then: a data
+    /// file written to since (by anyone) must be checked again.
+    pub(crate) verified: HashMap<ObjectKey, (i64, i64, u64)>,
 }
 
 /// The disk page cache. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PageCache {
-    cfg: PageCacheConfig,
+    pub(crate) cfg: PageCacheConfig,
     root: PathBuf,
-    index: Mutex<Index>,
+    pub(crate) index: Mutex<Index>,
     memory: Option<moka::sync::Cache<PageId, Bytes>>,
     stats: CacheStats,
 }
@@ -169,6 +180,8 @@ impl PageCache {
                 lru: LruCache::unbounded(),
                 pages_per_object: HashMap::new(),
                 used: 0,
+                pinned: HashMap::new(),
+                verified: Default::default(),
             }),
             cfg,
             root,
@@ -268,7 +281,12 @@ impl PageCache {
         }
     }
 
-    fn read_verified(&self, key: ObjectKey, idx: u64, len: u32) -> io::Result<Option<Bytes>> {
+    pub(crate) fn read_verified(
+        &self,
+        key: ObjectKey,
+        idx: u64,
+        len: u32,
+    ) -> io::Result<Option<Bytes>> {
         let meta = File::open(self.meta_path(key))?;
         let mut rec = [0u8; RECORD_LEN as usize];
         meta.read_exact_at(&mut rec, HEADER_LEN + idx * RECORD_LEN)?;
@@ -324,8 +342,8 @@ impl PageCache {
             return Ok(());
         }
         while ix.used + len > self.cfg.capacity {
-            let Some(((k, i), _)) = ix.lru.peek_lru().map(|(k, v)| (*k, *v)) else {
-                break;
+            let Some((k, i)) = Self::victim(&mut ix) else {
+                return Err(CacheError::Full);
             };
             self.remove_locked(&mut ix, k, i);
             self.stats.evictions.fetch_add(1, Ordering::Relaxed);
@@ -382,12 +400,27 @@ impl PageCache {
         Ok(())
     }
 
+    /// The least recently used page of an object that is not pinned.
+    /// Pinned pages met on the way are moved to the recent end, so that
+    /// later evictions do not walk past them again.
+    fn victim(ix: &mut Index) -> Option<PageId> {
+        for _ in 0..ix.lru.len() {
+            let (id, _) = ix.lru.peek_lru().map(|(k, v)| (*k, *v))?;
+            if !ix.pinned.contains_key(&id.0) {
+                return Some(id);
+            }
+            ix.lru.promote(&id);
+        }
+        None
+    }
+
     /// Drops one page: clears its record, punches its hole, and removes the
     /// object's files when it was the last page.
-    fn remove_locked(&self, ix: &mut Index, key: ObjectKey, idx: u64) {
+    pub(crate) fn remove_locked(&self, ix: &mut Index, key: ObjectKey, idx: u64) {
         let Some(len) = ix.lru.pop(&(key, idx)) else {
             return;
         };
+        ix.verified.remove(&key);
         ix.used -= u64::from(len);
         if let Some(mem) = &self.memory {
             mem.invalidate(&(key, idx));
@@ -413,9 +446,13 @@ impl PageCache {
         }
     }
 
-    /// Drops every cached page of `key`.
-    pub fn remove_object(&self, key: ObjectKey) {
+    /// Drops every cached page of `key`, unless the kernel is reading its
+    /// data file directly (pinned); says whether it did.
+    pub fn remove_object(&self, key: ObjectKey) -> bool {
         let mut ix = self.index.lock();
+        if ix.pinned.contains_key(&key) {
+            return false;
+        }
         let pages: Vec<u64> = ix
             .lru
             .iter()
@@ -425,6 +462,7 @@ impl PageCache {
         for i in pages {
             self.remove_locked(&mut ix, key, i);
         }
+        true
     }
 
     /// Rebuilds the index from the files a previous run left, oldest first,
@@ -470,7 +508,7 @@ impl PageCache {
             }
         }
         while ix.used > self.cfg.capacity {
-            let Some(((k, i), _)) = ix.lru.peek_lru().map(|(k, v)| (*k, *v)) else {
+            let Some((k, i)) = Self::victim(&mut ix) else {
                 break;
             };
             self.remove_locked(&mut ix, k, i);

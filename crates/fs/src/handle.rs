@@ -7,6 +7,7 @@ use weir_cache::ObjectKey;
 use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
+use crate::iomode::{Held, IoMode};
 use crate::read::{Reader, Source};
 use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, Origin, SetAttr};
 use crate::write::{Fresh, Writer};
@@ -25,6 +26,10 @@ pub(crate) struct FileHandle {
     pub broken: Option<String>,
     /// The request that opened it.
     pub unique: u64,
+    /// The node it is open on.
+    pub ino: u64,
+    /// The I/O mode it holds on that node.
+    pub io: parking_lot::Mutex<Held>,
 }
 
 /// An open directory: a snapshot of its entries, taken at opendir, or at
@@ -138,10 +143,7 @@ impl Fs {
     /// Opens node `ino` for the request `origin`.
     pub async fn open_from(&self, ino: u64, flags: OpenFlags, origin: Origin) -> Result<Opened> {
         if let Some(fh) = self.handle_of_request(origin.unique) {
-            return Ok(Opened {
-                fh,
-                keep_cache: false,
-            });
+            return Ok(self.reopened(fh));
         }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
@@ -192,15 +194,40 @@ impl Fs {
             None
         };
         let keep_cache = !flags.write && self.keep_cache(ino, &stat);
+        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref());
         let handle = FileHandle {
             reader: src.map(Reader::new),
             writer,
             opener: origin.pid.into(),
             broken: None,
             unique: origin.unique,
+            ino,
+            io: parking_lot::Mutex::new(held),
         };
         self.add_handle(fh, Handle::File(Arc::new(handle)));
-        Ok(Opened { fh, keep_cache })
+        Ok(Opened {
+            fh,
+            keep_cache,
+            mode,
+        })
+    }
+
+    /// What a resent open gets back: the handle the dead daemon made, in
+    /// the mode it holds.
+    fn reopened(&self, fh: u64) -> Opened {
+        let mode = match self.file_handle(fh).map(|h| *h.io.lock()) {
+            Ok(Held::Passthrough(key)) => IoMode::Passthrough {
+                file: self.inner.pages.data_path(key),
+                id: self.backing_of(fh),
+            },
+            Ok(Held::Direct) => IoMode::Direct,
+            _ => IoMode::Cached,
+        };
+        Opened {
+            fh,
+            keep_cache: false,
+            mode,
+        }
     }
 
     /// The stat to pin a read to. A listing may have given attributes
@@ -257,11 +284,7 @@ impl Fs {
             // never heard, and asks again.
             let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
             let stat = self.stat_path(&path).await?;
-            let opened = Opened {
-                fh,
-                keep_cache: false,
-            };
-            return Ok((self.attr(ino, &stat), opened));
+            return Ok((self.attr(ino, &stat), self.reopened(fh)));
         }
         policy::check_writable(self.inner.cfg.read_only, &path)?;
         match self.stat_path(&path).await {
@@ -284,12 +307,15 @@ impl Fs {
         let fh = self.new_fh();
         let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
+        let (mode, held) = self.choose_mode(ino, true, None);
         let handle = FileHandle {
             reader: None,
             writer: Some(tokio::sync::Mutex::new(writer)),
             opener: origin.pid.into(),
             broken: None,
             unique: origin.unique,
+            ino,
+            io: parking_lot::Mutex::new(held),
         };
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
@@ -299,6 +325,7 @@ impl Fs {
             Opened {
                 fh,
                 keep_cache: false,
+                mode,
             },
         ))
     }
@@ -340,11 +367,18 @@ impl Fs {
     /// can only be logged; applications that care see it from close(2),
     /// which flushes first.
     pub async fn release(&self, fh: u64) -> Result<()> {
+        self.release_io(fh).await.0
+    }
+
+    /// [`Fs::release`], also giving the backing id to close when this was
+    /// the last passthrough open of its node.
+    pub async fn release_io(&self, fh: u64) -> (Result<()>, Option<u32>) {
         let handle = self.inner.handles.lock().get(&fh).cloned();
         let Some(Handle::File(h)) = handle else {
             self.remove_handle(fh);
-            return Ok(());
+            return (Ok(()), None);
         };
+        let close = self.give_back(h.ino, *h.io.lock());
         // The handle leaves the journal only once its upload is done: a
         // daemon that dies mid-upload leaves the staged file to its
         // successor, which gets the RELEASE again and uploads it.
@@ -356,7 +390,7 @@ impl Fs {
             None => Ok(()),
         };
         self.remove_handle(fh);
-        result
+        (result, close)
     }
 
     /// Changes attributes of `ino`. Only the size can change (within the

@@ -256,8 +256,9 @@ impl Fs {
                 ));
             }
         }
-        if let Err(e) = self.inner.pages.put(src.key, idx, &data) {
-            tracing::warn!(path = %src.path, page = idx, error = %e, "cannot cache page");
+        match self.inner.pages.put(src.key, idx, &data) {
+            Ok(()) => self.verify_when_whole(src.key, src.size),
+            Err(e) => tracing::warn!(path = %src.path, page = idx, error = %e, "cannot cache page"),
         }
         Ok(data)
     }

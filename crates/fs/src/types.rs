@@ -62,13 +62,15 @@ pub struct Origin {
     pub pid: u32,
 }
 
-/// What `open` decided about the kernel's page cache for this file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `open` decided about the kernel's caching of this file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     /// The file handle.
     pub fh: u64,
     /// Keep the kernel's cached pages of this file (FOPEN_KEEP_CACHE).
     pub keep_cache: bool,
+    /// How the kernel does I/O on it.
+    pub mode: crate::IoMode,
 }
 
 /// A setattr request; `None` fields are left alone.

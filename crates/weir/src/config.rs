@@ -92,6 +92,8 @@ pub struct FuseSection {
     pub threads: usize,
     /// Kernel read-ahead of the mount in KiB (the kernel's default is 128).
     pub read_ahead_kb: u32,
+    /// Let the kernel read wholly cached files straight from the cache.
+    pub passthrough: bool,
     /// How often the supervisor checks that the mount answers (0: never).
     #[serde(deserialize_with = "duration")]
     pub probe_interval: Duration,
@@ -110,6 +112,7 @@ impl Default for FuseSection {
             parallel_dirops: false,
             threads: 16,
             read_ahead_kb: 1024,
+            passthrough: true,
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(30),
         }

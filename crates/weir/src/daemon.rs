@@ -133,6 +133,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
         settings: LoopSettings {
             threads,
             parallel_dirops: config.fuse.parallel_dirops,
+            passthrough: config.fuse.passthrough,
             read_ahead_kb: Some(config.fuse.read_ahead_kb),
         },
         mountpoint: args.mountpoint.clone(),
