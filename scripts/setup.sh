@@ -8,6 +8,11 @@ command -v cc >/dev/null || need+=(gcc)
 command -v flock >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 command -v fusermount3 >/dev/null || need+=(fuse3)
+# Cluster mode: its tests run a real etcd, and etcd-client's build compiles
+# etcd's protobuf files with protoc (plus the well-known types it imports).
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
