@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 pub use metrics::{counter, gauge, histogram};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// Metric names. Labels are given in each constant's documentation.
 pub mod names {
     /// FUSE requests answered, by `op`.
