@@ -76,6 +76,14 @@ impl Fs {
 
     /// Opens directory `ino`, taking a snapshot of its entries.
     pub async fn opendir(&self, ino: u64) -> Result<u64> {
+        self.opendir_from(ino, crate::Origin::default()).await
+    }
+
+    /// Opens directory `ino` for the request `origin`.
+    pub async fn opendir_from(&self, ino: u64, origin: crate::Origin) -> Result<u64> {
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            return Ok(fh);
+        }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
         if stat.kind != Kind::Dir {
@@ -84,11 +92,23 @@ impl Fs {
                 format!("{path} is not a directory"),
             ));
         }
-        let listing = self.listing(&path).await?;
-        let parent_ino = {
-            let inodes = self.inner.inodes.lock();
-            inodes.peek(weir_namespace::parent(&path)).unwrap_or(ino)
+        let entries = self.dir_entries(&path).await?;
+        let fh = self.new_fh();
+        let handle = DirHandle {
+            path,
+            unique: origin.unique,
+            entries: tokio::sync::OnceCell::new_with(Some(entries)),
         };
+        self.add_handle(fh, Handle::Dir(Arc::new(handle)));
+        Ok(fh)
+    }
+
+    /// `.`, `..` and the listing of `path`, with the node ids the kernel knows.
+    async fn dir_entries(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let listing = self.listing(path).await?;
+        let inodes = self.inner.inodes.lock();
+        let ino = inodes.peek(path).unwrap_or(crate::ROOT_INO);
+        let parent_ino = inodes.peek(weir_namespace::parent(path)).unwrap_or(ino);
         let mut entries = Vec::with_capacity(listing.len() + 2);
         entries.push(DirEntry {
             ino,
@@ -100,32 +120,35 @@ impl Fs {
             kind: Kind::Dir,
             name: "..".into(),
         });
-        {
-            let inodes = self.inner.inodes.lock();
-            for e in listing {
-                let p = child(&path, &e.name);
-                entries.push(DirEntry {
-                    ino: inodes.peek(&p).unwrap_or_else(|| listing_ino(&p)),
-                    kind: e.stat.kind,
-                    name: e.name,
-                });
-            }
+        for e in listing {
+            let p = child(path, &e.name);
+            entries.push(DirEntry {
+                ino: inodes.peek(&p).unwrap_or_else(|| listing_ino(&p)),
+                kind: e.stat.kind,
+                name: e.name,
+            });
         }
-        Ok(self.add_handle(Handle::Dir(Arc::new(DirHandle { entries }))))
+        Ok(entries)
     }
 
     /// Entries of an open directory from position `offset` on.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+    pub async fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
         let dir = self.dir_handle(fh)?;
+        // Only a handle restored after a takeover lists here: its snapshot
+        // died with the previous daemon.
+        let entries = dir
+            .entries
+            .get_or_try_init(|| self.dir_entries(&dir.path))
+            .await?;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
-            .min(dir.entries.len());
-        Ok(dir.entries[start..].to_vec())
+            .min(entries.len());
+        Ok(entries[start..].to_vec())
     }
 
     /// Closes an open directory.
     pub fn releasedir(&self, fh: u64) {
-        self.inner.handles.lock().remove(&fh);
+        self.remove_handle(fh);
     }
 
     fn check_not_mount(&self, path: &str) -> Result<()> {

@@ -8,7 +8,7 @@ use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
 use crate::read::{Reader, Source};
-use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, SetAttr};
+use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, Origin, SetAttr};
 use crate::write::{Fresh, Writer};
 use crate::{Fs, policy};
 
@@ -21,12 +21,20 @@ pub(crate) struct FileHandle {
     pub writer: Option<tokio::sync::Mutex<Writer>>,
     /// The process that opened the file (0: unknown).
     pub opener: std::sync::atomic::AtomicU32,
+    /// Why this handle, restored after a takeover, cannot serve (EIO).
+    pub broken: Option<String>,
+    /// The request that opened it.
+    pub unique: u64,
 }
 
-/// An open directory: a snapshot of its entries.
+/// An open directory: a snapshot of its entries, taken at opendir, or at
+/// the first readdir for a handle restored after a takeover.
 #[derive(Debug)]
 pub(crate) struct DirHandle {
-    pub entries: Vec<crate::types::DirEntry>,
+    pub path: String,
+    /// The request that opened it.
+    pub unique: u64,
+    pub entries: tokio::sync::OnceCell<Vec<crate::types::DirEntry>>,
 }
 
 /// Any open handle.
@@ -47,12 +55,20 @@ impl Handle {
 
 impl Fs {
     pub(crate) fn file_handle(&self, fh: u64) -> Result<Arc<FileHandle>> {
-        self.inner
+        let h = self
+            .inner
             .handles
             .lock()
             .get(&fh)
             .and_then(Handle::file)
-            .ok_or_else(|| FsError::new(libc::EBADF, format!("no open file handle {fh}")))
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("no open file handle {fh}")))?;
+        if let Some(why) = &h.broken {
+            return Err(FsError::new(
+                libc::EIO,
+                format!("file handle {fh} was lost in a daemon crash: {why}"),
+            ));
+        }
+        Ok(h)
     }
 
     pub(crate) fn dir_handle(&self, fh: u64) -> Result<Arc<DirHandle>> {
@@ -65,10 +81,39 @@ impl Fs {
         }
     }
 
-    pub(crate) fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.new_fh();
+    /// Registers handle `fh`, journaled before the kernel hears of it.
+    pub(crate) fn add_handle(&self, fh: u64, h: Handle) {
+        if let Some(j) = &self.inner.journal {
+            j.handle(crate::restore::handle_record(fh, &h));
+        }
         self.inner.handles.lock().insert(fh, h);
-        fh
+    }
+
+    /// The handle a request with this id already made, if any: only a
+    /// request resent after a takeover can find one.
+    pub(crate) fn handle_of_request(&self, unique: u64) -> Option<u64> {
+        if unique == 0 {
+            return None;
+        }
+        let handles = self.inner.handles.lock();
+        handles.iter().find_map(|(fh, h)| {
+            let u = match h {
+                Handle::File(f) => f.unique,
+                Handle::Dir(d) => d.unique,
+            };
+            (u == unique).then_some(*fh)
+        })
+    }
+
+    /// Forgets handle `fh`.
+    pub(crate) fn remove_handle(&self, fh: u64) -> Option<Handle> {
+        let h = self.inner.handles.lock().remove(&fh);
+        if h.is_some()
+            && let Some(j) = &self.inner.journal
+        {
+            j.closed(fh);
+        }
+        h
     }
 
     fn source(&self, path: &str, mount: usize, rel: &str, stat: &Stat) -> Source {
@@ -87,6 +132,17 @@ impl Fs {
 
     /// Opens node `ino`.
     pub async fn open(&self, ino: u64, flags: OpenFlags) -> Result<Opened> {
+        self.open_from(ino, flags, Origin::default()).await
+    }
+
+    /// Opens node `ino` for the request `origin`.
+    pub async fn open_from(&self, ino: u64, flags: OpenFlags, origin: Origin) -> Result<Opened> {
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            return Ok(Opened {
+                fh,
+                keep_cache: false,
+            });
+        }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
         match stat.kind {
@@ -111,6 +167,7 @@ impl Fs {
             None => None,
         };
         let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
+        let fh = self.new_fh();
         let writer = if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
             if flags.append {
@@ -129,7 +186,7 @@ impl Fs {
                 None
             };
             Some(tokio::sync::Mutex::new(
-                self.new_writer(&path, mount, &rel, fresh, base)?,
+                self.new_writer(fh, &path, mount, &rel, fresh, base)?,
             ))
         } else {
             None
@@ -138,9 +195,11 @@ impl Fs {
         let handle = FileHandle {
             reader: src.map(Reader::new),
             writer,
-            opener: Default::default(),
+            opener: origin.pid.into(),
+            broken: None,
+            unique: origin.unique,
         };
-        let fh = self.add_handle(Handle::File(Arc::new(handle)));
+        self.add_handle(fh, Handle::File(Arc::new(handle)));
         Ok(Opened { fh, keep_cache })
     }
 
@@ -180,7 +239,30 @@ impl Fs {
         name: &str,
         flags: OpenFlags,
     ) -> Result<(Attr, Opened)> {
+        self.create_from(parent, name, flags, Origin::default())
+            .await
+    }
+
+    /// Creates and opens `name` in `parent` for the request `origin`.
+    pub async fn create_from(
+        &self,
+        parent: u64,
+        name: &str,
+        flags: OpenFlags,
+        origin: Origin,
+    ) -> Result<(Attr, Opened)> {
         let path = self.child_path(parent, name)?;
+        if let Some(fh) = self.handle_of_request(origin.unique) {
+            // The dead daemon made this file and its handle; the kernel
+            // never heard, and asks again.
+            let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
+            let stat = self.stat_path(&path).await?;
+            let opened = Opened {
+                fh,
+                keep_cache: false,
+            };
+            return Ok((self.attr(ino, &stat), opened));
+        }
         policy::check_writable(self.inner.cfg.read_only, &path)?;
         match self.stat_path(&path).await {
             Ok(stat) if stat.kind == Kind::Dir => {
@@ -192,21 +274,24 @@ impl Fs {
             Ok(_) => {
                 // It appeared since the kernel's lookup: open it as it is.
                 let attr = self.lookup(parent, name).await?;
-                let opened = self.open(attr.ino, flags).await?;
+                let opened = self.open_from(attr.ino, flags, origin).await?;
                 return Ok((attr, opened));
             }
             Err(e) if e.errno() == libc::ENOENT => {}
             Err(e) => return Err(e),
         }
         let (mount, rel) = self.ufs_of(&path)?;
-        let writer = self.new_writer(&path, mount, &rel, Fresh::Truncated, None)?;
+        let fh = self.new_fh();
+        let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
         let handle = FileHandle {
             reader: None,
             writer: Some(tokio::sync::Mutex::new(writer)),
-            opener: Default::default(),
+            opener: origin.pid.into(),
+            broken: None,
+            unique: origin.unique,
         };
-        let fh = self.add_handle(Handle::File(Arc::new(handle)));
+        self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
         let stat = self.inner.pending.stat(&path).unwrap_or_else(Stat::dir);
         Ok((
@@ -222,6 +307,9 @@ impl Fs {
     pub fn set_opener(&self, fh: u64, pid: u32) {
         if let Ok(h) = self.file_handle(fh) {
             h.opener.store(pid, std::sync::atomic::Ordering::Relaxed);
+            if let Some(j) = &self.inner.journal {
+                j.opener(fh, pid);
+            }
         }
     }
 
@@ -252,15 +340,23 @@ impl Fs {
     /// can only be logged; applications that care see it from close(2),
     /// which flushes first.
     pub async fn release(&self, fh: u64) -> Result<()> {
-        let handle = self.inner.handles.lock().remove(&fh);
+        let handle = self.inner.handles.lock().get(&fh).cloned();
         let Some(Handle::File(h)) = handle else {
+            self.remove_handle(fh);
             return Ok(());
         };
-        if let Some(w) = &h.writer {
-            let mut w = w.lock().await;
-            self.finish_writer(&mut w).await?;
-        }
-        Ok(())
+        // The handle leaves the journal only once its upload is done: a
+        // daemon that dies mid-upload leaves the staged file to its
+        // successor, which gets the RELEASE again and uploads it.
+        let result = match &h.writer {
+            Some(w) => {
+                let mut w = w.lock().await;
+                self.finish_writer(&mut w).await
+            }
+            None => Ok(()),
+        };
+        self.remove_handle(fh);
+        result
     }
 
     /// Changes attributes of `ino`. Only the size can change (within the
@@ -306,7 +402,9 @@ impl Fs {
         } else {
             Fresh::No
         };
-        let mut w = self.new_writer(path, mount, &rel, fresh, base)?;
+        // A writer of no handle (0): a crash mid-way lets the resent SETATTR
+        // do it all again.
+        let mut w = self.new_writer(0, path, mount, &rel, fresh, base)?;
         let result = self.truncate_handle(&mut w, size).await;
         let finished = self.finish_writer(&mut w).await;
         result.and(finished)

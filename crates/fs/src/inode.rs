@@ -3,11 +3,17 @@
 //! The kernel refers to files by the node id we gave in a lookup reply and
 //! tells us, through FORGET, when it drops its references. A node stays in
 //! the table while the kernel holds lookups on it. Root is always node 1.
+//!
+//! With a [`Journal`], every change is recorded before the caller answers
+//! the kernel, so a daemon taking over the connection can rebuild the table.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use weir_namespace::child;
 use weir_ufs::Kind;
+
+use crate::journal::{Journal, NodeRecord};
 
 /// The root directory's node id.
 pub const ROOT_INO: u64 = 1;
@@ -25,6 +31,24 @@ pub struct InodeTable {
     by_ino: HashMap<u64, Node>,
     by_path: HashMap<String, u64>,
     next: u64,
+    journal: Option<Arc<Journal>>,
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+    }
+}
+
+pub(crate) fn kind_from_name(name: &str) -> Option<Kind> {
+    match name {
+        "file" => Some(Kind::File),
+        "dir" => Some(Kind::Dir),
+        "symlink" => Some(Kind::Symlink),
+        _ => None,
+    }
 }
 
 impl Default for InodeTable {
@@ -40,6 +64,7 @@ impl InodeTable {
             by_ino: HashMap::new(),
             by_path: HashMap::new(),
             next: ROOT_INO + 1,
+            journal: None,
         };
         t.by_ino.insert(
             ROOT_INO,
@@ -53,6 +78,53 @@ impl InodeTable {
         t
     }
 
+    /// Records every later change in `journal`.
+    pub(crate) fn set_journal(&mut self, journal: Arc<Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// A table rebuilt from journal records, ids and lookup counts as the
+    /// kernel knows them. Records that do not parse are skipped with a
+    /// warning: the kernel may then ask about ids we no longer know, which
+    /// is answered ESTALE.
+    pub(crate) fn restore(records: &[NodeRecord], max_ino: u64) -> Self {
+        let mut t = InodeTable::new();
+        t.next = t.next.max(max_ino + 1);
+        for r in records {
+            let Some(kind) = kind_from_name(&r.kind) else {
+                tracing::warn!(ino = r.ino, kind = %r.kind, "skipping a journal node of unknown kind");
+                continue;
+            };
+            let node = Node {
+                path: r.path.clone(),
+                kind,
+                lookups: r.lookups,
+            };
+            if r.ino == ROOT_INO {
+                continue;
+            }
+            t.by_ino.insert(r.ino, node);
+            if r.linked {
+                t.by_path.insert(r.path.clone(), r.ino);
+            }
+            t.next = t.next.max(r.ino + 1);
+        }
+        t
+    }
+
+    fn record(&self, ino: u64) {
+        let (Some(j), Some(n)) = (&self.journal, self.by_ino.get(&ino)) else {
+            return;
+        };
+        j.node(NodeRecord {
+            ino,
+            path: n.path.clone(),
+            kind: kind_name(n.kind).into(),
+            lookups: n.lookups,
+            linked: self.by_path.get(&n.path) == Some(&ino),
+        });
+    }
+
     /// The node for `path`, created if new, with one more kernel lookup.
     pub fn lookup(&mut self, path: &str, kind: Kind) -> u64 {
         if let Some(&ino) = self.by_path.get(path)
@@ -60,6 +132,7 @@ impl InodeTable {
         {
             node.lookups += 1;
             node.kind = kind;
+            self.record(ino);
             return ino;
         }
         let ino = self.next;
@@ -73,6 +146,7 @@ impl InodeTable {
             },
         );
         self.by_path.insert(path.to_string(), ino);
+        self.record(ino);
         ino
     }
 
@@ -106,19 +180,28 @@ impl InodeTable {
             if self.by_path.get(&path) == Some(&ino) {
                 self.by_path.remove(&path);
             }
+            if let Some(j) = &self.journal {
+                j.gone(ino);
+            }
+        } else {
+            self.record(ino);
         }
     }
 
     /// `path` no longer names its node (it was unlinked); the node lives on
     /// until the kernel forgets it.
     pub fn unlink(&mut self, path: &str) {
-        self.by_path.remove(path);
+        if let Some(ino) = self.by_path.remove(path) {
+            self.record(ino);
+        }
     }
 
     /// Moves `from` and everything below it to `to`, replacing whatever
     /// node `to` had.
     pub fn rename(&mut self, from: &str, to: &str) {
-        self.by_path.remove(to);
+        if let Some(replaced) = self.by_path.remove(to) {
+            self.record(replaced);
+        }
         let prefix = format!("{}/", from.trim_end_matches('/'));
         let moved: Vec<(String, u64)> = self
             .by_path
@@ -137,6 +220,7 @@ impl InodeTable {
                 node.path = new.clone();
             }
             self.by_path.insert(new, ino);
+            self.record(ino);
         }
     }
 
@@ -184,6 +268,42 @@ mod tests {
         assert_eq!(t.path(other).as_deref(), Some("/dd"));
         assert_eq!(t.peek("/e/x/f"), Some(f));
         assert_eq!(t.peek("/d/x/f"), None);
+    }
+
+    #[test]
+    fn a_journaled_table_restores_ids_counts_and_unlinked_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Arc::new(Journal::create(dir.path()).unwrap());
+        let mut t = InodeTable::new();
+        t.set_journal(j.clone());
+        let a = t.lookup("/a", Kind::File);
+        t.lookup("/a", Kind::File);
+        let d = t.lookup("/d", Kind::Dir);
+        let f = t.lookup("/d/f", Kind::File);
+        let gone = t.lookup("/gone", Kind::File);
+        t.forget(gone, 1);
+        t.unlink("/a");
+        t.rename("/d", "/e");
+        let snap = j.snapshot();
+        let r = InodeTable::restore(&snap.nodes, snap.max_ino);
+        assert_eq!(r.path(a).as_deref(), Some("/a"));
+        assert_eq!(
+            r.peek("/a"),
+            None,
+            "an unlinked node keeps its id but not its name"
+        );
+        assert_eq!(r.path(f).as_deref(), Some("/e/f"));
+        assert_eq!(r.peek("/e"), Some(d));
+        assert_eq!(r.path(gone), None);
+        let mut r = r;
+        r.forget(a, 1);
+        assert!(r.path(a).is_some(), "two lookups were journaled");
+        r.forget(a, 1);
+        assert!(r.path(a).is_none());
+        assert!(
+            r.lookup("/new", Kind::File) > gone,
+            "new ids never reuse old ones"
+        );
     }
 
     #[test]

@@ -8,15 +8,20 @@
 //!
 //! Module map: `inode` (node ids), `read` (paged reads and read-ahead),
 //! `write` (staging and atomic upload), `dir` (listings), `meta` (stat with
-//! caches), `policy` (what the semantics table allows).
+//! caches), `policy` (what the semantics table allows), `journal` (node ids
+//! and handles kept for a takeover), `restore` (rebuilding them), `resend`
+//! (requests the kernel sends again after a takeover).
 
 mod dir;
 mod error;
 mod handle;
 mod inode;
+pub mod journal;
 mod meta;
 mod policy;
 mod read;
+mod resend;
+mod restore;
 mod types;
 mod write;
 
@@ -31,10 +36,12 @@ use weir_namespace::{MountTable, Resolved};
 pub use error::{FsError, Result};
 pub use inode::{InodeTable, ROOT_INO};
 pub use types::{
-    Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, RenameFlags, SetAttr, StatFs,
+    Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr,
+    StatFs,
 };
 
 use handle::Handle;
+use journal::Journal;
 use write::PendingFiles;
 
 /// The filesystem. Cheap to clone; clones share all state.
@@ -58,33 +65,94 @@ struct Inner {
     open_versions: Mutex<HashMap<u64, String>>,
     /// Reported as the mtime of directories the UFS gives no time for.
     started: std::time::SystemTime,
+    /// Where node ids and handles are recorded for a takeover, if anywhere.
+    journal: Option<Arc<Journal>>,
+}
+
+/// How a journaled filesystem starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new FUSE connection: start an empty journal.
+    Fresh,
+    /// A live connection whose previous daemon died: restore from its journal.
+    Takeover,
 }
 
 impl Fs {
-    /// A filesystem over `table`, caching data in `pages`.
+    /// A filesystem over `table`, caching data in `pages`, with no journal:
+    /// its node ids and handles die with the process.
     pub fn new(table: MountTable, pages: Arc<PageCache>, cfg: FsConfig) -> Result<Fs> {
-        std::fs::create_dir_all(&cfg.staging_dir).map_err(|e| {
+        prepare_staging(&cfg.staging_dir)?;
+        write::clear_stale_staging(&cfg.staging_dir, &Default::default());
+        Ok(Fs::build(table, pages, cfg, None))
+    }
+
+    /// A filesystem that journals its node ids and handles in `dir`, so a
+    /// later daemon can take over its FUSE connection. With
+    /// [`Start::Takeover`] it first restores what the previous daemon of
+    /// this connection recorded there.
+    pub fn journaled(
+        table: MountTable,
+        pages: Arc<PageCache>,
+        cfg: FsConfig,
+        dir: &std::path::Path,
+        start: Start,
+    ) -> Result<Fs> {
+        prepare_staging(&cfg.staging_dir)?;
+        let io = |what: &str, e: std::io::Error| {
             FsError::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
-                format!("staging dir {}: {e}", cfg.staging_dir.display()),
+                format!("session journal in {}: {what}: {e}", dir.display()),
             )
-        })?;
-        write::clear_stale_staging(&cfg.staging_dir);
-        Ok(Fs {
+        };
+        match start {
+            Start::Fresh => {
+                write::clear_stale_staging(&cfg.staging_dir, &Default::default());
+                let journal = Journal::create(dir).map_err(|e| io("cannot create", e))?;
+                let fs = Fs::build(table, pages, cfg, Some(Arc::new(journal)));
+                Ok(fs)
+            }
+            Start::Takeover => {
+                let (journal, restored) =
+                    Journal::reopen(dir).map_err(|e| io("cannot restore", e))?;
+                let fs = Fs::build(table, pages, cfg, Some(Arc::new(journal)));
+                fs.restore(&restored)?;
+                Ok(fs)
+            }
+        }
+    }
+
+    fn build(
+        table: MountTable,
+        pages: Arc<PageCache>,
+        cfg: FsConfig,
+        journal: Option<Arc<Journal>>,
+    ) -> Fs {
+        let mut inodes = InodeTable::new();
+        if let Some(j) = &journal {
+            inodes.set_journal(j.clone());
+        }
+        Fs {
             inner: Arc::new(Inner {
                 meta: MetaCache::new(cfg.metadata_ttl, 1_000_000),
                 fetches: read::Fetches::new(cfg.ufs_concurrency),
                 table,
                 pages,
                 cfg,
-                inodes: Mutex::new(InodeTable::new()),
+                inodes: Mutex::new(inodes),
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 pending: PendingFiles::default(),
                 open_versions: Mutex::new(HashMap::new()),
                 started: std::time::SystemTime::now(),
+                journal,
             }),
-        })
+        }
+    }
+
+    /// The journal, when this filesystem keeps one.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.inner.journal.as_ref()
     }
 
     /// The settings.
@@ -195,6 +263,15 @@ impl Fs {
     fn new_fh(&self) -> u64 {
         self.inner.next_fh.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+fn prepare_staging(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        FsError::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("staging dir {}: {e}", dir.display()),
+        )
+    })
 }
 
 #[cfg(test)]

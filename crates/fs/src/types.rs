@@ -51,6 +51,17 @@ impl OpenFlags {
     }
 }
 
+/// Who asked for an open, create or opendir: the kernel's request id (so
+/// that a request resent after a daemon crash finds the handle the dead
+/// daemon had already made for it) and the calling process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The FUSE request's unique id, without the resend bit (0: unknown).
+    pub unique: u64,
+    /// The process that opened (0: unknown).
+    pub pid: u32,
+}
+
 /// What `open` decided about the kernel's page cache for this file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened {

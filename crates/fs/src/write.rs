@@ -116,17 +116,19 @@ pub(crate) enum Fresh {
 /// Write state of one handle.
 #[derive(Debug)]
 pub(crate) struct Writer {
+    /// The handle it belongs to (0: a writer of no handle, not journaled).
+    pub fh: u64,
     pub path: String,
     pub mount: usize,
     pub rel: String,
-    staging: Option<(File, PathBuf)>,
-    size: u64,
-    dirty: bool,
+    pub(crate) staging: Option<(File, PathBuf)>,
+    pub(crate) size: u64,
+    pub(crate) dirty: bool,
     /// The file was unlinked while open: never upload it.
     pub unlinked: bool,
-    pending: Option<Arc<Pending>>,
+    pub(crate) pending: Option<Arc<Pending>>,
     /// What to download before a random write (the file's current version).
-    base: Option<Source>,
+    pub(crate) base: Option<Source>,
 }
 
 impl Drop for Writer {
@@ -160,11 +162,15 @@ impl Writer {
     }
 }
 
-/// Removes staging files left by a previous run that died. Their data was
-/// never acknowledged as uploaded, and no handle can reach them now.
-pub(crate) fn clear_stale_staging(dir: &Path) {
+/// Removes staging files left by a previous run that died, except those in
+/// `keep` (handles restored after a takeover). Their data was never
+/// acknowledged as uploaded, and no handle can reach them now.
+pub(crate) fn clear_stale_staging(dir: &Path, keep: &std::collections::HashSet<String>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
+            if keep.contains(e.file_name().to_string_lossy().as_ref()) {
+                continue;
+            }
             tracing::warn!(file = %e.path().display(), "removing staging file of a previous run");
             let _ = std::fs::remove_file(e.path());
         }
@@ -190,6 +196,7 @@ impl Fs {
     /// the current content.
     pub(crate) fn new_writer(
         &self,
+        fh: u64,
         path: &str,
         mount: usize,
         rel: &str,
@@ -197,6 +204,7 @@ impl Fs {
         base: Option<Source>,
     ) -> Result<Writer> {
         let mut w = Writer {
+            fh,
             path: path.to_string(),
             mount,
             rel: rel.to_string(),
@@ -234,11 +242,41 @@ impl Fs {
         w.staging = Some(staging);
         w.pending = Some(self.inner.pending.open(&w.path, size));
         w.set_size(size);
+        self.journal_writer(w);
         Ok(())
+    }
+
+    /// Records `w`'s state for a takeover; called at every change a
+    /// successor needs (not at every write: the staging file holds those).
+    pub(crate) fn journal_writer(&self, w: &Writer) {
+        if w.fh != 0
+            && let Some(j) = &self.inner.journal
+        {
+            j.writer(w.fh, crate::restore::writer_record(w));
+        }
+    }
+
+    fn mark_dirty(&self, w: &mut Writer) {
+        if !w.dirty {
+            w.dirty = true;
+            self.journal_writer(w);
+        }
     }
 
     /// Writes `data` at `offset` through handle `fh`.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_at(fh, offset, data, false).await
+    }
+
+    /// A write the kernel sent again after a daemon died. The dead daemon
+    /// may already have staged it, so a sequential-only file also takes it
+    /// at an offset it has passed: writing the same bytes again changes
+    /// nothing.
+    pub async fn write_resent(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_at(fh, offset, data, true).await
+    }
+
+    async fn write_at(&self, fh: u64, offset: u64, data: &[u8], resent: bool) -> Result<u32> {
         let handle = self.file_handle(fh)?;
         let Some(w) = &handle.writer else {
             return Err(FsError::new(libc::EBADF, "handle is not open for writing"));
@@ -252,13 +290,14 @@ impl Fs {
             )));
         }
         self.ensure_staging(&mut w).await?;
-        policy::check_write_offset(random, offset, w.size)?;
+        let replay = resent && offset <= w.size;
+        policy::check_write_offset(random || replay, offset, w.size)?;
         if let Some((file, _)) = &w.staging {
             file.write_all_at(data, offset)?;
         }
         let end = (offset + data.len() as u64).max(w.size);
         w.set_size(end);
-        w.dirty = true;
+        self.mark_dirty(&mut w);
         Ok(data.len() as u32)
     }
 
@@ -287,6 +326,7 @@ impl Fs {
         match result {
             Ok(stat) => {
                 w.dirty = false;
+                self.journal_writer(w);
                 self.inner.meta.put_stat(&w.path, Some(stat));
                 tracing::debug!(path = %w.path, bytes = w.size, "uploaded");
                 Ok(())
@@ -318,7 +358,7 @@ impl Fs {
             file.set_len(size)?;
         }
         w.set_size(size);
-        w.dirty = true;
+        self.mark_dirty(w);
         Ok(())
     }
 
@@ -338,8 +378,9 @@ impl Fs {
         for h in self.write_handles() {
             let Some(w) = &h.writer else { continue };
             let mut w = w.lock().await;
-            if w.path == path {
+            if w.path == path && !w.unlinked {
                 w.unlinked = true;
+                self.journal_writer(&w);
             }
         }
     }
@@ -374,6 +415,7 @@ impl Fs {
             w.path = new_path;
             w.mount = mount;
             w.rel = rel;
+            self.journal_writer(&w);
         }
         Ok(())
     }

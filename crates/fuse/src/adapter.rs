@@ -13,7 +13,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use weir_fs::{Attr, Fs, FsError, Kind, OpenFlags, RenameFlags, SetAttr};
+use weir_fs::{Attr, Fs, FsError, Kind, OpenFlags, Origin, RenameFlags, SetAttr};
 
 use crate::MountOptions;
 
@@ -108,6 +108,22 @@ fn process_of(tid: u32) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The kernel sets this bit in `unique` on requests it sends again after
+/// FUSE_NOTIFY_RESEND: a dead daemon had read them and never answered.
+const RESENT: u64 = 1 << 63;
+
+fn resent(req: &Request) -> bool {
+    req.unique().0 & RESENT != 0
+}
+
+/// The request's id and process, as the core records them with a handle.
+fn origin(req: &Request) -> Origin {
+    Origin {
+        unique: req.unique().0 & !RESENT,
+        pid: process_of(req.pid()).unwrap_or(0),
+    }
 }
 
 fn unsupported(what: &str) -> Errno {
@@ -214,30 +230,48 @@ impl fuser::Filesystem for Adapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.mkdir(parent.0, n)));
+        let r = name_str(name).and_then(|n| {
+            if resent(req) {
+                self.rt.block_on(self.fs.mkdir_resent(parent.0, n))
+            } else {
+                self.rt.block_on(self.fs.mkdir(parent.0, n))
+            }
+        });
         self.entry(reply, r);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.unlink(parent.0, n)));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| {
+            if resent(req) {
+                self.rt.block_on(self.fs.unlink_resent(parent.0, n))
+            } else {
+                self.rt.block_on(self.fs.unlink(parent.0, n))
+            }
+        });
         self.empty(reply, r);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.rmdir(parent.0, n)));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| {
+            if resent(req) {
+                self.rt.block_on(self.fs.rmdir_resent(parent.0, n))
+            } else {
+                self.rt.block_on(self.fs.rmdir(parent.0, n))
+            }
+        });
         self.empty(reply, r);
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -247,14 +281,18 @@ impl fuser::Filesystem for Adapter {
             let t = target
                 .to_str()
                 .ok_or_else(|| FsError::new(libc::EINVAL, "symlink targets must be UTF-8"))?;
-            self.rt.block_on(self.fs.symlink(parent.0, n, t))
+            if resent(req) {
+                self.rt.block_on(self.fs.symlink_resent(parent.0, n, t))
+            } else {
+                self.rt.block_on(self.fs.symlink(parent.0, n, t))
+            }
         });
         self.entry(reply, r);
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -269,8 +307,13 @@ impl fuser::Filesystem for Adapter {
         };
         let r = name_str(name).and_then(|n| {
             let nn = name_str(newname)?;
-            self.rt
-                .block_on(self.fs.rename(parent.0, n, newparent.0, nn, f))
+            if resent(req) {
+                self.rt
+                    .block_on(self.fs.rename_resent(parent.0, n, newparent.0, nn, f))
+            } else {
+                self.rt
+                    .block_on(self.fs.rename(parent.0, n, newparent.0, nn, f))
+            }
         });
         self.empty(reply, r);
     }
@@ -287,16 +330,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        let flags = OpenFlags::from_raw(flags.0);
         match self
             .rt
-            .block_on(self.fs.open(ino.0, OpenFlags::from_raw(flags.0)))
+            .block_on(self.fs.open_from(ino.0, flags, origin(req)))
         {
-            Ok(o) => {
-                if let Some(pid) = process_of(req.pid()) {
-                    self.fs.set_opener(o.fh, pid);
-                }
-                reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache))
-            }
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -320,7 +359,7 @@ impl fuser::Filesystem for Adapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -330,7 +369,12 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.rt.block_on(self.fs.write(fh.0, offset, data)) {
+        let written = if resent(req) {
+            self.rt.block_on(self.fs.write_resent(fh.0, offset, data))
+        } else {
+            self.rt.block_on(self.fs.write(fh.0, offset, data))
+        };
+        match written {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -375,8 +419,8 @@ impl fuser::Filesystem for Adapter {
         self.empty(reply, r);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        match self.rt.block_on(self.fs.opendir(ino.0)) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self.rt.block_on(self.fs.opendir_from(ino.0, origin(req))) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -390,7 +434,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
+        match self.rt.block_on(self.fs.readdir(fh.0, offset)) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
                     let kind = match e.kind {
@@ -470,22 +514,18 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         let r = name_str(name).and_then(|n| {
+            let flags = OpenFlags::from_raw(flags);
             self.rt
-                .block_on(self.fs.create(parent.0, n, OpenFlags::from_raw(flags)))
+                .block_on(self.fs.create_from(parent.0, n, flags, origin(req)))
         });
         match r {
-            Ok((a, o)) => {
-                if let Some(pid) = process_of(req.pid()) {
-                    self.fs.set_opener(o.fh, pid);
-                }
-                reply.created(
-                    &self.opts.entry_timeout,
-                    &self.file_attr(&a),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    fopen_flags(o.keep_cache),
-                )
-            }
+            Ok((a, o)) => reply.created(
+                &self.opts.entry_timeout,
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(o.fh),
+                fopen_flags(o.keep_cache),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -6,13 +6,18 @@
 //!   reading `/proc/self/mountinfo`.
 //! - `adapter`: fuser's `Filesystem` trait over [`weir_fs::Fs`], mapping each
 //!   request to a core call and each [`weir_fs::FsError`] to its errno.
-//! - `serve`: mounts, runs the INIT handshake and the multi-threaded loop.
+//! - `serve`: mounts (or takes a held connection), runs the INIT handshake
+//!   and the multi-threaded loop.
+//! - `takeover`: the INIT handshake over a socketpair, so that fuser starts
+//!   on a connection an earlier daemon initialised, and FUSE_NOTIFY_RESEND.
 
 mod adapter;
 pub mod mount;
 mod options;
 mod serve;
+mod takeover;
 
 pub use adapter::Adapter;
 pub use options::{MountOptions, OptionError};
-pub use serve::{LoopSettings, ServeError, check_mount_point, serve};
+pub use serve::{Connection, LoopSettings, ServeError, check_mount_point, serve};
+pub use takeover::{Handshake, Resend};

@@ -81,6 +81,14 @@ pub struct MountInfo {
     pub fs_type: String,
     /// Mount source.
     pub source: String,
+    /// Device number of the mounted filesystem (`major:minor`), as
+    /// `stat(2)` would give it, read without touching the mount (which may
+    /// hang when its daemon does).
+    pub dev: u64,
+    /// Peer group of a shared mount (`shared:N`), if any.
+    pub shared: Option<u32>,
+    /// Peer group this mount receives propagation from (`master:N`), if any.
+    pub master: Option<u32>,
 }
 
 /// The mounts of this process's mount namespace.
@@ -91,9 +99,17 @@ pub fn mounts() -> io::Result<Vec<MountInfo>> {
 
 fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
     let (left, right) = line.split_once(" - ")?;
-    let mut l = left.split(' ');
-    let id = l.next()?.parse().ok()?;
-    let mount_point = unescape(l.nth(3)?);
+    let fields: Vec<&str> = left.split(' ').collect();
+    let id = fields.first()?.parse().ok()?;
+    let (major, minor) = fields.get(2)?.split_once(':')?;
+    let dev = nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?);
+    let mount_point = unescape(fields.get(4)?);
+    let tag = |name: &str| {
+        fields
+            .iter()
+            .skip(6)
+            .find_map(|f| f.strip_prefix(name)?.parse().ok())
+    };
     let mut r = right.split(' ');
     let fs_type = r.next()?.to_string();
     let source = unescape(r.next()?);
@@ -102,6 +118,9 @@ fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
         mount_point: PathBuf::from(mount_point),
         fs_type,
         source,
+        dev,
+        shared: tag("shared:"),
+        master: tag("master:"),
     })
 }
 
@@ -135,7 +154,13 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
 /// The topmost mount at `path`, if any.
 pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
     let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(mounts()?.into_iter().rev().find(|m| m.mount_point == canon))
+    mount_at_exact(&canon)
+}
+
+/// The topmost mount at the canonical `path`, found without touching the
+/// path itself: on a hung FUSE mount even `stat` would block.
+pub fn mount_at_exact(path: &Path) -> io::Result<Option<MountInfo>> {
+    Ok(mounts()?.into_iter().rev().find(|m| m.mount_point == path))
 }
 
 #[cfg(test)]
@@ -150,6 +175,11 @@ mod tests {
         assert_eq!(m.mount_point, PathBuf::from("/mnt/my dir"));
         assert_eq!(m.fs_type, "fuse.weir");
         assert_eq!(m.source, "weir");
+        assert_eq!(m.dev, nix::sys::stat::makedev(98, 0));
+        assert_eq!((m.shared, m.master), (None, Some(1)));
+        let shared =
+            parse_mountinfo_line("40 1 0:52 / /k rw shared:7 master:3 - tmpfs tmpfs rw").unwrap();
+        assert_eq!((shared.shared, shared.master), (Some(7), Some(3)));
     }
 
     #[test]

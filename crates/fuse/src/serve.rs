@@ -1,7 +1,9 @@
-//! Mount and serve: the mount, the INIT handshake, the readiness check, and
-//! the multi-threaded request loop, which returns once the mount is gone.
+//! Mount and serve: the mount (or a connection a supervisor mounted), the
+//! INIT handshake, the readiness check, and the multi-threaded request
+//! loop, which returns once the mount is gone.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,23 @@ use fuser::{Session, SessionACL};
 use tokio::runtime::Handle;
 use weir_fs::Fs;
 
+use crate::takeover::{self, Handshake, Resend};
 use crate::{Adapter, MountOptions, mount};
+
+/// Where the FUSE connection comes from.
+#[derive(Debug)]
+pub enum Connection {
+    /// Mount here: the connection lives only as long as this process.
+    Mount,
+    /// A `/dev/fuse` descriptor that a supervisor mounted and keeps open,
+    /// so the connection outlives this process.
+    Held {
+        /// The descriptor.
+        fd: OwnedFd,
+        /// Whether the connection is new or taken over.
+        handshake: Handshake,
+    },
+}
 
 /// statfs f_type of FUSE filesystems.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -79,7 +97,7 @@ pub fn check_mount_point(mountpoint: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Mounts `fs` at `mountpoint` and serves it until it is unmounted.
+/// Serves `fs` on `conn` at `mountpoint` until the mount goes away.
 /// `on_ready` runs once the mount answers requests.
 pub fn serve(
     fs: Fs,
@@ -87,13 +105,13 @@ pub fn serve(
     mountpoint: &Path,
     opts: &MountOptions,
     settings: &LoopSettings,
+    conn: Connection,
     on_ready: impl FnOnce(Result<(), String>) + Send + 'static,
 ) -> Result<(), ServeError> {
-    check_mount_point(mountpoint)?;
-    let fd = mount::mount(mountpoint, opts).map_err(|source| ServeError::Mount {
+    let mount_err = |source| ServeError::Mount {
         path: mountpoint.to_path_buf(),
         source,
-    })?;
+    };
     let acl = if opts.allow_other {
         SessionACL::All
     } else {
@@ -105,16 +123,23 @@ pub fn serve(
     // resent after a crash, so every thread reads the one shared fd.
     config.clone_fd = false;
     let adapter = Adapter::new(fs, rt, opts.clone(), settings.parallel_dirops);
-    let session = match Session::from_fd(adapter, fd, acl, config) {
-        Ok(s) => s,
-        Err(source) => {
-            let _ = mount::unmount(mountpoint, true);
-            return Err(ServeError::Mount {
-                path: mountpoint.to_path_buf(),
-                source,
-            });
+    let session = match conn {
+        Connection::Mount => {
+            check_mount_point(mountpoint)?;
+            let fd = mount::mount(mountpoint, opts).map_err(mount_err)?;
+            Session::from_fd(adapter, fd, acl, config).inspect_err(|_| {
+                let _ = mount::unmount(mountpoint, true);
+            })
         }
-    };
+        Connection::Held { fd, handshake } => {
+            let started = takeover::start(adapter, fd, &handshake, acl, config);
+            started.map(|(session, resend)| {
+                log_resend(resend);
+                session
+            })
+        }
+    }
+    .map_err(mount_err)?;
     let probe = mountpoint.to_path_buf();
     let read_ahead_kb = settings.read_ahead_kb;
     std::thread::spawn(move || {
@@ -130,6 +155,18 @@ pub fn serve(
         path: mountpoint.to_path_buf(),
         source,
     })
+}
+
+fn log_resend(resend: Resend) {
+    match resend {
+        Resend::NotNeeded => {}
+        Resend::Sent => {
+            tracing::info!("took over the FUSE connection; requests in flight are resent")
+        }
+        Resend::Unsupported => tracing::warn!(
+            "took over the FUSE connection, but this kernel cannot resend requests in flight (FUSE_NOTIFY_RESEND needs Linux 6.9): a call the dead daemon had read stays unanswered"
+        ),
+    }
 }
 
 /// Raises the kernel's read-ahead for the mount: FUSE mounts start at

@@ -1,7 +1,8 @@
 //! Real weir mounts for tests: a guard that mounts with the `weir` binary
-//! and, when dropped (also on panic), lazily unmounts and stops the daemon
-//! it started by PID, plus timeouts so a hung FUSE daemon fails a test
-//! instead of hanging CI.
+//! and, when dropped (also on panic), stops the supervisor it started,
+//! lazily unmounts, and waits for the daemon (killing it by PID if it
+//! lingers), plus timeouts so a hung FUSE daemon fails a test instead of
+//! hanging CI.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -51,12 +52,20 @@ pub fn timed<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send 
     }
 }
 
-/// A mounted weir. Dropping it unmounts and stops the daemon.
+/// A mounted weir. Dropping it unmounts and stops the supervisor and the
+/// daemon.
 #[derive(Debug)]
 pub struct MountGuard {
     mountpoint: PathBuf,
     cache_dir: PathBuf,
     pid: Option<i32>,
+    supervisor: Option<i32>,
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 impl MountGuard {
@@ -79,13 +88,11 @@ impl MountGuard {
             Duration::from_secs(90),
         )
         .map_err(|e| e.to_string())?;
-        let pid = std::fs::read_to_string(cache_dir.join("weir.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
         let guard = MountGuard {
             mountpoint: mountpoint.to_path_buf(),
             cache_dir: cache_dir.to_path_buf(),
-            pid,
+            pid: read_pid(&cache_dir.join("weir.pid")),
+            supervisor: read_pid(&cache_dir.join("supervisor.pid")),
         };
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -108,18 +115,35 @@ impl MountGuard {
         std::fs::read_to_string(self.cache_dir.join("weir.log")).unwrap_or_default()
     }
 
-    /// The daemon's PID.
+    /// The PID of the daemon serving now (it changes after a takeover).
     pub fn pid(&self) -> Option<i32> {
-        self.pid
+        read_pid(&self.cache_dir.join("weir.pid")).or(self.pid)
     }
 
-    /// Unmounts now and waits for the daemon to exit (at most `timeout`).
+    /// The supervisor's PID.
+    pub fn supervisor_pid(&self) -> Option<i32> {
+        self.supervisor
+    }
+
+    /// Unmounts now and waits (at most `timeout`) for the supervisor and
+    /// the daemon to exit.
     pub fn unmount(&mut self, timeout: Duration) -> bool {
         let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
-        let Some(pid) = self.pid.take() else {
-            return true;
-        };
-        wait_for_exit(pid, timeout)
+        let daemon = self.pid();
+        self.pid = None;
+        let supervisor = self.supervisor.take();
+        let start = Instant::now();
+        let daemon_done = daemon.is_none_or(|pid| exited_within(pid, timeout));
+        if !daemon_done {
+            // The supervisor first, or it would replace the daemon we kill.
+            supervisor.into_iter().chain(daemon).for_each(kill);
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        let supervisor_done = supervisor.is_none_or(|pid| exited_within(pid, left));
+        if !supervisor_done {
+            supervisor.into_iter().for_each(kill);
+        }
+        daemon_done && supervisor_done
     }
 }
 
@@ -134,18 +158,22 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-fn wait_for_exit(pid: i32, timeout: Duration) -> bool {
+fn exited_within(pid: i32, timeout: Duration) -> bool {
     let start = Instant::now();
     while alive(pid) {
         if start.elapsed() > timeout {
-            // SAFETY: plain kill(2) of the daemon this guard started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            std::thread::sleep(Duration::from_millis(100));
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+/// Kills a process this guard started, and gives it a moment to go.
+fn kill(pid: i32) {
+    // SAFETY: plain kill(2) of a process this guard started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    exited_within(pid, Duration::from_secs(2));
 }
 
 impl Drop for MountGuard {

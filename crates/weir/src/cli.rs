@@ -12,7 +12,7 @@ use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::daemon;
+use crate::{daemon, supervise};
 
 /// weir: one cached POSIX namespace over many storage systems.
 #[derive(Debug, Parser)]
@@ -114,6 +114,16 @@ pub struct MountArgs {
     /// Internal: the descriptor on which a background daemon reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
+    /// Internal: serve the FUSE connection on this descriptor, which the
+    /// supervisor mounted and holds (daemon mode).
+    #[arg(long, hide = true, requires = "session_dir")]
+    pub fuse_fd: Option<i32>,
+    /// Internal: the session directory (saved INIT, journal).
+    #[arg(long, hide = true)]
+    pub session_dir: Option<PathBuf>,
+    /// Internal: take over a live connection whose daemon died.
+    #[arg(long, hide = true, requires = "fuse_fd")]
+    pub takeover: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,9 +173,12 @@ pub fn effective_config(args: &MountArgs) -> anyhow::Result<Config> {
 
 fn mount(args: MountArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
+    if args.fuse_fd.is_some() {
+        return daemon::run(&args, config);
+    }
     weir_fuse::check_mount_point(&args.mountpoint)?;
     if args.foreground {
-        return daemon::run(&args, config);
+        return supervise::run(&args, config);
     }
     spawn_background(&args, &config)
 }

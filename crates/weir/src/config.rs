@@ -92,6 +92,13 @@ pub struct FuseSection {
     pub threads: usize,
     /// Kernel read-ahead of the mount in KiB (the kernel's default is 128).
     pub read_ahead_kb: u32,
+    /// How often the supervisor checks that the mount answers (0: never).
+    #[serde(deserialize_with = "duration")]
+    pub probe_interval: Duration,
+    /// How long a check may take before the daemon counts as hung and is
+    /// replaced (0: never).
+    #[serde(deserialize_with = "duration")]
+    pub probe_timeout: Duration,
 }
 
 impl Default for FuseSection {
@@ -103,6 +110,8 @@ impl Default for FuseSection {
             parallel_dirops: false,
             threads: 16,
             read_ahead_kb: 1024,
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(30),
         }
     }
 }

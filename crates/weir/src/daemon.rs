@@ -1,5 +1,7 @@
 //! The mount daemon: builds the storage, caches and filesystem from the
-//! configuration, mounts, reports readiness, and serves until unmounted.
+//! configuration, serves the FUSE connection its supervisor holds (a new
+//! one, or one whose previous daemon died), reports readiness, and serves
+//! until unmounted.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -9,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 use weir_cache::{PageCache, PageCacheConfig};
-use weir_fs::{Fs, FsConfig};
-use weir_fuse::{LoopSettings, MountOptions};
+use weir_fs::{Fs, FsConfig, Start};
+use weir_fuse::{Connection, Handshake, LoopSettings, MountOptions};
 use weir_namespace::MountTable;
 use weir_ufs::Tuning;
 
@@ -24,21 +26,27 @@ const REACH_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn run(args: &MountArgs, config: Config) -> anyhow::Result<()> {
     init_logging();
     let ready = args.ready_fd.map(|fd| {
-        // SAFETY: the parent passed this descriptor to us for this purpose only.
+        // SAFETY: the supervisor passed this descriptor to us for this purpose only.
         std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
     });
     match start(args, &config) {
         Ok(running) => running.serve(ready),
         Err(e) => {
+            let line = crate::one_line(&e);
             if let Some(mut f) = ready {
-                let _ = writeln!(f, "error: {}", crate::one_line(&e));
+                let _ = writeln!(f, "error: {line}");
+            }
+            if args.takeover {
+                // Retrying cannot help: the supervisor remounts instead.
+                tracing::error!("cannot take over the FUSE connection: {line}");
+                std::process::exit(weir_session::EXIT_CANNOT_TAKE_OVER);
             }
             Err(e)
         }
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
@@ -55,6 +63,7 @@ struct Running {
     opts: MountOptions,
     settings: LoopSettings,
     mountpoint: std::path::PathBuf,
+    conn: Connection,
     _lock: Flock<std::fs::File>,
 }
 
@@ -73,7 +82,11 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
         .build()
         .context("cannot start the I/O runtime")?;
     let table = MountTable::open(&config.mounts, &Tuning::default())?;
-    rt.block_on(check_reachable(&table))?;
+    if !args.takeover {
+        // A replacement serves from the cache even while a storage is
+        // down, rather than leave the mount without a daemon.
+        rt.block_on(check_reachable(&table))?;
+    }
     let page_size = config.cache.page_size.as_u64();
     let pages = PageCache::open(PageCacheConfig {
         dir: dir.clone(),
@@ -90,7 +103,26 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     fs_cfg.readahead_pages = config.cache.readahead.as_u64() / page_size;
     fs_cfg.uid = nix::unistd::getuid().as_raw();
     fs_cfg.gid = nix::unistd::getgid().as_raw();
-    let fs = Fs::new(table, Arc::new(pages), fs_cfg)?;
+    let session_dir = args
+        .session_dir
+        .clone()
+        .context("daemon mode needs --session-dir")?;
+    let start = if args.takeover {
+        Start::Takeover
+    } else {
+        Start::Fresh
+    };
+    let fs = Fs::journaled(table, Arc::new(pages), fs_cfg, &session_dir, start)?;
+    let fd = args.fuse_fd.context("daemon mode needs --fuse-fd")?;
+    let init_file = session_dir.join("init");
+    let handshake = if args.takeover {
+        Handshake::Takeover { init_file }
+    } else {
+        Handshake::Fresh { init_file }
+    };
+    // SAFETY: the supervisor handed us this descriptor, and only us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let conn = Connection::Held { fd, handshake };
     let threads = opts
         .max_idle_threads
         .map_or(config.fuse.threads, |m| m.min(config.fuse.threads));
@@ -104,6 +136,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
             read_ahead_kb: Some(config.fuse.read_ahead_kb),
         },
         mountpoint: args.mountpoint.clone(),
+        conn,
         _lock: lock,
     })
 }
@@ -169,6 +202,7 @@ impl Running {
             &self.mountpoint,
             &self.opts,
             &self.settings,
+            self.conn,
             on_ready,
         )?;
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted; exiting");
@@ -178,7 +212,8 @@ impl Running {
 }
 
 /// SIGTERM and SIGINT detach the mount; the loop then ends by itself once
-/// no file is open, and pending uploads finish first.
+/// no file is open, and pending uploads finish first. (The supervisor does
+/// the same on its own signals; these are for a signal sent to the daemon.)
 fn spawn_signal_handler(rt: &tokio::runtime::Runtime, mountpoint: std::path::PathBuf) {
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};

@@ -2,11 +2,14 @@
 //!
 //! `weir mount` without `--foreground` starts the daemon in the background
 //! and returns only once the mount answers, or fails with one line naming
-//! the cause. `weir umount` unmounts.
+//! the cause. `weir umount` unmounts. `weir mount --foreground` is the
+//! supervisor (`supervise`): it holds the FUSE connection and runs the
+//! serving daemon (`daemon`) as its child, replacing it after a crash.
 
 mod cli;
 mod config;
 mod daemon;
+mod supervise;
 
 use clap::Parser;
 

@@ -7,6 +7,8 @@
 //! - `model`: a proptest that runs random operation sequences against both
 //!   [`Fs`] and an in-memory reference model and compares them after every
 //!   step.
+//! - `takeover`: a journaled filesystem "crashes" (it is leaked, so nothing
+//!   of it runs again) and a successor restores node ids and handles.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -47,8 +49,10 @@ struct Env {
     fs: Fs,
     /// One UFS root per mount, in the order the mounts were given.
     roots: Vec<TempDir>,
-    /// Page cache and staging directory.
-    _state: TempDir,
+    /// Page cache, staging directory and journal.
+    state: TempDir,
+    specs: Vec<MountSpec>,
+    cfg: FsConfig,
 }
 
 impl Env {
@@ -74,22 +78,50 @@ fn env_with(mounts: &[&str], tweak: impl FnOnce(&mut FsConfig)) -> Env {
             options: BTreeMap::new(),
         })
         .collect();
-    let table = MountTable::open(&specs, &Tuning::default()).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let pages = PageCache::open(PageCacheConfig {
-        dir: state.path().join("pages"),
+    let mut cfg = FsConfig::new(state.path().join("staging"));
+    tweak(&mut cfg);
+    let table = MountTable::open(&specs, &Tuning::default()).unwrap();
+    let fs = Fs::new(table, Arc::new(open_pages(state.path())), cfg.clone()).unwrap();
+    Env {
+        fs,
+        roots,
+        state,
+        specs,
+        cfg,
+    }
+}
+
+fn open_pages(state: &Path) -> PageCache {
+    PageCache::open(PageCacheConfig {
+        dir: state.join("pages"),
         capacity: 64 << 20,
         page_size: PAGE,
         memory: 0,
     })
-    .unwrap();
-    let mut cfg = FsConfig::new(state.path().join("staging"));
-    tweak(&mut cfg);
-    let fs = Fs::new(table, Arc::new(pages), cfg).unwrap();
-    Env {
-        fs,
-        roots,
-        _state: state,
+    .unwrap()
+}
+
+impl Env {
+    /// A journaled filesystem over the same storage, as a daemon on a new
+    /// FUSE connection (`Start::Fresh`) or one taking over (`Start::Takeover`).
+    fn journaled(&self, start: crate::Start) -> Result<Fs> {
+        let table = MountTable::open(&self.specs, &Tuning::default()).unwrap();
+        Fs::journaled(
+            table,
+            Arc::new(open_pages(self.state.path())),
+            self.cfg.clone(),
+            &self.state.path().join("session"),
+            start,
+        )
+    }
+
+    /// Kills the current filesystem as a crash would (none of its code runs
+    /// again: no release, no drop) and starts a successor from its journal.
+    fn crash_and_take_over(&mut self) {
+        let successor = self.journaled(crate::Start::Takeover).unwrap();
+        let dead = std::mem::replace(&mut self.fs, successor);
+        std::mem::forget(dead);
     }
 }
 
@@ -162,7 +194,7 @@ async fn read_all(fs: &Fs, ino: u64) -> Result<Vec<u8>> {
 /// The entries of directory `ino` (including `.` and `..`), as (name, kind).
 async fn ls(fs: &Fs, ino: u64) -> Result<Vec<(String, Kind)>> {
     let fh = fs.opendir(ino).await?;
-    let entries = fs.readdir(fh, 0);
+    let entries = fs.readdir(fh, 0).await;
     fs.releasedir(fh);
     Ok(entries?.into_iter().map(|e| (e.name, e.kind)).collect())
 }
@@ -199,3 +231,4 @@ fn set_size(size: u64) -> SetAttr {
 mod model;
 mod read_path;
 mod semantics;
+mod takeover;

@@ -2,7 +2,9 @@
 //!
 //! Besides namespace operations, a sequence may keep one file open for
 //! writing across other operations (`Begin` ... `More`/`Flush` ...
-//! `End`), so that renames and unlinks meet a file being written.
+//! `End`), so that renames and unlinks meet a file being written. A
+//! journaled filesystem may also `Crash`: a successor takes over from the
+//! journal, and nothing the model sees may change, open handle included.
 
 use proptest::prelude::*;
 
@@ -51,6 +53,8 @@ enum Op {
     Flush,
     /// Releases the open handle.
     End,
+    /// The daemon dies and a successor takes over from its journal.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => data().prop_map(Op::More),
         1 => Just(Op::Flush),
         1 => Just(Op::End),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -294,7 +299,7 @@ fn model_apply(s: &mut State, op: &Op) -> Answer {
             }
             Ok(Done)
         }
-        Op::Flush => Ok(Done),
+        Op::Flush | Op::Crash => Ok(Done),
         Op::End => {
             s.writer = None;
             Ok(Done)
@@ -396,6 +401,7 @@ async fn fs_apply(fs: &Fs, h: &mut Harness, op: &Op) -> Answer {
                 fs.release(fh).await.map_err(no)?;
             }
         }
+        Op::Crash => unreachable!("crashes are run by the harness"),
     }
     Ok(Outcome::Done)
 }
@@ -483,9 +489,15 @@ async fn check(
     Ok(())
 }
 
-async fn run(ops: Vec<Op>, ttl: Duration) -> std::result::Result<(), TestCaseError> {
-    let e = env_with(&["/"], |c| c.metadata_ttl = ttl);
-    let fs = &e.fs;
+async fn run(
+    ops: Vec<Op>,
+    ttl: Duration,
+    journaled: bool,
+) -> std::result::Result<(), TestCaseError> {
+    let mut e = env_with(&["/"], |c| c.metadata_ttl = ttl);
+    if journaled {
+        e.fs = e.journaled(crate::Start::Fresh).unwrap();
+    }
     let mut state = State::default();
     let mut harness = Harness::default();
     for (i, op) in ops.iter().chain([&Op::End]).enumerate() {
@@ -493,11 +505,16 @@ async fn run(ops: Vec<Op>, ttl: Duration) -> std::result::Result<(), TestCaseErr
         let want = model_apply(&mut state, op);
         let got = if skipped {
             Ok(Outcome::Done)
+        } else if let Op::Crash = op {
+            if journaled {
+                e.crash_and_take_over();
+            }
+            Ok(Outcome::Done)
         } else {
-            fs_apply(fs, &mut harness, op).await
+            fs_apply(&e.fs, &mut harness, op).await
         };
         prop_assert_eq!(&got, &want, "step {}: {:?}", i, op);
-        check(fs, e.root(), &state, &format!("step {i} ({op:?})")).await?;
+        check(&e.fs, e.root(), &state, &format!("step {i} ({op:?})")).await?;
     }
     Ok(())
 }
@@ -514,6 +531,7 @@ proptest! {
     fn fs_matches_the_reference_model(
         ops in proptest::collection::vec(op(), 1..30),
         long_ttl in any::<bool>(),
+        journaled in any::<bool>(),
     ) {
         let ttl = if long_ttl { Duration::from_secs(3600) } else { Duration::ZERO };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -521,7 +539,7 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), run(ops, ttl))
+            tokio::time::timeout(Duration::from_secs(30), run(ops, ttl, journaled))
                 .await
                 .map_err(|_| TestCaseError::fail("hung for 30 s"))?
         })?;

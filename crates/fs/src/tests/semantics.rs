@@ -731,7 +731,7 @@ async fn readdir_lists_dots_children_pending_files_and_mount_points() {
         fs.write(pending.fh, 0, b"pending").await.unwrap();
 
         let fh = fs.opendir(ROOT_INO).await.unwrap();
-        let entries = fs.readdir(fh, 0).unwrap();
+        let entries = fs.readdir(fh, 0).await.unwrap();
         let got: Vec<(&str, Kind)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
         assert_eq!(
             got,
@@ -753,13 +753,13 @@ async fn readdir_lists_dots_children_pending_files_and_mount_points() {
         inos.dedup();
         assert_eq!(inos.len(), 5);
         // Reading from an offset continues the same snapshot.
-        let rest = fs.readdir(fh, 5).unwrap();
+        let rest = fs.readdir(fh, 5).await.unwrap();
         let rest: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(rest, ["p", "x"]);
-        assert!(fs.readdir(fh, 7).unwrap().is_empty());
-        assert!(fs.readdir(fh, 100).unwrap().is_empty());
+        assert!(fs.readdir(fh, 7).await.unwrap().is_empty());
+        assert!(fs.readdir(fh, 100).await.unwrap().is_empty());
         fs.releasedir(fh);
-        assert_eq!(errno(fs.readdir(fh, 0)), libc::EBADF);
+        assert_eq!(errno(fs.readdir(fh, 0).await), libc::EBADF);
 
         // The file being written shows with its staged size.
         let p = fs.lookup(ROOT_INO, "p").await.unwrap();
@@ -785,7 +785,7 @@ async fn readdir_lists_dots_children_pending_files_and_mount_points() {
         // ".." of a subdirectory is its parent.
         let d = fs.lookup(ROOT_INO, "d").await.unwrap();
         let fh = fs.opendir(d.ino).await.unwrap();
-        let entries = fs.readdir(fh, 0).unwrap();
+        let entries = fs.readdir(fh, 0).await.unwrap();
         fs.releasedir(fh);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].ino, d.ino);
