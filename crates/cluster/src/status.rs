@@ -114,8 +114,10 @@ impl StatusCell {
                 s.since = since;
             } else if s.state == LinkState::Disconnected {
                 since = s.since;
-            } else {
-                tracing::warn!(error, "cannot reach etcd yet");
+                tracing::debug!(error, "etcd still unreachable");
+            } else if s.last_error.is_none() {
+                // Once, not on every retry: the status carries the rest.
+                tracing::warn!(error, "cannot reach etcd yet; retrying");
             }
             s.last_error = Some(error.to_string());
         });
