@@ -119,6 +119,10 @@ async fn session(shared: &Shared, follow: &mut Follow, backoff: &mut Exponential
             if msg.compact_revision() > 0 {
                 return End::Compacted(msg.compact_revision());
             }
+            // Asking again from the same revision would be refused again (it
+            // may be ahead of an etcd restored from an older backup): start
+            // over from a full read.
+            follow.reload = true;
             return End::Broken(ClusterError::Unavailable {
                 op: "watch",
                 reason: format!("etcd cancelled the watch: {}", msg.cancel_reason()),
