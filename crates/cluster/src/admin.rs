@@ -103,6 +103,18 @@ impl Admin {
         Ok(table::snapshot(&specs, revision, TableSource::Etcd))
     }
 
+    /// etcd's current revision.
+    pub(crate) async fn current_revision(&self) -> Result<i64, ClusterError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .call(
+                "read the revision",
+                kv.get(self.keys.root(), Some(GetOptions::new().with_count_only())),
+            )
+            .await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
     /// The mount table and the member ids, as of one revision.
     pub(crate) async fn load_state(&self) -> Result<State, ClusterError> {
         let txn = Txn::new().and_then([

@@ -74,6 +74,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// One load-and-watch session, until the watch ends.
 async fn session(shared: &Shared, follow: &mut Follow, backoff: &mut ExponentialBackoff) -> End {
+    if !follow.reload && follow.offline_since.is_some() {
+        match rewound(shared, follow.revision).await {
+            Ok(rewound) => follow.reload = rewound,
+            Err(e) => return End::Broken(e),
+        }
+    }
     if follow.reload {
         match shared.admin.load_state().await {
             Ok(state) => {
@@ -136,6 +142,21 @@ async fn session(shared: &Shared, follow: &mut Follow, backoff: &mut Exponential
         }
         apply(shared, follow, &msg).await;
     }
+}
+
+/// Whether etcd is now behind the revision we saw: it was restored from a
+/// backup or wiped. etcd would hold a watch from our revision until its
+/// revisions caught up, silently, so the state must be read afresh.
+async fn rewound(shared: &Shared, seen: i64) -> Result<bool, ClusterError> {
+    let now = shared.admin.current_revision().await?;
+    if now < seen {
+        tracing::warn!(
+            seen,
+            now,
+            "etcd's revision went back (restored or wiped?); reloading the cluster state"
+        );
+    }
+    Ok(now < seen)
 }
 
 /// The link is up again; tell subscribers what they may have missed.

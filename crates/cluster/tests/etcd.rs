@@ -255,6 +255,40 @@ fn compaction_during_an_outage_reloads_the_table() {
 }
 
 #[test]
+fn a_wiped_etcd_is_read_afresh_not_waited_for() {
+    let mut etcd = Etcd::start_new().unwrap();
+    let endpoint = etcd.endpoint();
+    run(TEST_LIMIT, move || async move {
+        let a = Cluster::start(config(&endpoint, "node-a")).await.unwrap();
+        // Push the revision well past what the fresh etcd will reach.
+        for _ in 0..20 {
+            a.admin().mount(&spec("/tmp", "s3://tmp")).await.unwrap();
+            a.admin().umount("/tmp").await.unwrap();
+        }
+        a.admin().mount(&spec("/old", "s3://old")).await.unwrap();
+        eventually("a has /old", SECS_5, || async {
+            has_mount(&a, "/old").then_some(())
+        })
+        .await;
+
+        etcd.stop();
+        std::fs::remove_dir_all(etcd.data_dir()).unwrap();
+        etcd.start().unwrap();
+        let admin = Admin::connect(&config(&endpoint, "admin")).await.unwrap();
+        admin.mount(&spec("/fresh", "s3://fresh")).await.unwrap();
+        eventually(
+            "a follows the new etcd",
+            Duration::from_secs(10),
+            || async {
+                let t = a.table()?;
+                (t.specs == vec![spec("/fresh", "s3://fresh")]).then_some(())
+            },
+        )
+        .await;
+    });
+}
+
+#[test]
 fn members_come_and_go_with_their_lease() {
     let etcd = Etcd::start_new().unwrap();
     let endpoint = etcd.endpoint();
