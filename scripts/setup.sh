@@ -14,6 +14,11 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/d
 fi
 command -v unshare >/dev/null || need+=(util-linux)
 command -v fusermount3 >/dev/null || need+=(fuse3)
+# Cluster mode: its tests run a real etcd, and etcd-client's build compiles
+# etcd's protobuf files with protoc (plus the well-known types it imports).
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
