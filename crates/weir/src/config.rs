@@ -45,6 +45,8 @@ pub struct CacheSection {
     pub memory: ByteSize,
     /// Most bytes read ahead of a sequential reader.
     pub readahead: ByteSize,
+    /// Most bytes one storage request fetches for read-ahead.
+    pub fetch_size: ByteSize,
 }
 
 impl Default for CacheSection {
@@ -55,6 +57,7 @@ impl Default for CacheSection {
             page_size: ByteSize::mib(1),
             memory: ByteSize::b(0),
             readahead: ByteSize::mib(32),
+            fetch_size: ByteSize::mib(8),
         }
     }
 }
@@ -212,6 +215,15 @@ impl Config {
         }
         if self.cache.readahead.as_u64() > 1 << 30 {
             bail!("cache.readahead must be at most 1GiB");
+        }
+        if self.cache.fetch_size < self.cache.page_size
+            || self.cache.fetch_size.as_u64() > 256 << 20
+        {
+            bail!(
+                "cache.fetch_size must be between one page ({}) and 256MiB, not {}",
+                self.cache.page_size,
+                self.cache.fetch_size
+            );
         }
         Ok(())
     }
