@@ -49,6 +49,27 @@ pub(crate) enum Handle {
     Dir(Arc<DirHandle>),
 }
 
+impl FileHandle {
+    /// A handle opened now by `origin` on node `ino`, holding I/O mode `held`.
+    pub(crate) fn new(
+        ino: u64,
+        reader: Option<Reader>,
+        writer: Option<Writer>,
+        origin: Origin,
+        held: Held,
+    ) -> Self {
+        FileHandle {
+            reader,
+            writer: writer.map(tokio::sync::Mutex::new),
+            opener: origin.pid.into(),
+            broken: None,
+            unique: origin.unique,
+            ino,
+            io: parking_lot::Mutex::new(held),
+        }
+    }
+}
+
 impl Handle {
     pub(crate) fn file(&self) -> Option<Arc<FileHandle>> {
         match self {
@@ -187,23 +208,13 @@ impl Fs {
             } else {
                 None
             };
-            Some(tokio::sync::Mutex::new(
-                self.new_writer(fh, &path, mount, &rel, fresh, base)?,
-            ))
+            Some(self.new_writer(fh, &path, mount, &rel, fresh, base)?)
         } else {
             None
         };
         let keep_cache = !flags.write && self.keep_cache(ino, &stat);
         let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref());
-        let handle = FileHandle {
-            reader: src.map(Reader::new),
-            writer,
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
-            ino,
-            io: parking_lot::Mutex::new(held),
-        };
+        let handle = FileHandle::new(ino, src.map(Reader::new), writer, origin, held);
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         Ok(Opened {
             fh,
@@ -308,15 +319,7 @@ impl Fs {
         let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
         let (mode, held) = self.choose_mode(ino, true, None);
-        let handle = FileHandle {
-            reader: None,
-            writer: Some(tokio::sync::Mutex::new(writer)),
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
-            ino,
-            io: parking_lot::Mutex::new(held),
-        };
+        let handle = FileHandle::new(ino, None, Some(writer), origin, held);
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
         let stat = self.inner.pending.stat(&path).unwrap_or_else(Stat::dir);

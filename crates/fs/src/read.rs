@@ -218,33 +218,28 @@ impl Fs {
         if let Some(data) = self.inner.pages.get(src.key, idx) {
             return Ok(data);
         }
-        let slot = self
-            .inner
-            .fetches
-            .inflight
-            .lock()
-            .get(&(src.key, idx))
-            .cloned();
-        if let Some(slot) = slot {
+        if let Some(slot) = self.inflight_slot(src, idx) {
             return slot.await;
         }
         match self.claim_run(src, idx, 1) {
             Some((run, _)) => run.await.map(|pages| pages[0].clone()),
             // Claimed by another reader just now, or stored meanwhile.
-            None => {
-                let slot = self
-                    .inner
-                    .fetches
-                    .inflight
-                    .lock()
-                    .get(&(src.key, idx))
-                    .cloned();
-                match slot {
-                    Some(slot) => slot.await,
-                    None => self.page_uncached(src, idx).await,
-                }
-            }
+            None => match self.inflight_slot(src, idx) {
+                Some(slot) => slot.await,
+                None => self.page_uncached(src, idx).await,
+            },
         }
+    }
+
+    /// The fetch of page `idx` in flight, if any (the lock is released
+    /// before the caller awaits it).
+    fn inflight_slot(&self, src: &Source, idx: u64) -> Option<Slot> {
+        self.inner
+            .fetches
+            .inflight
+            .lock()
+            .get(&(src.key, idx))
+            .cloned()
     }
 
     /// The page once more from the cache, else by a fetch of its own.
