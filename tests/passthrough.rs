@@ -133,3 +133,24 @@ fn a_file_read_by_the_kernel_is_never_evicted_under_it() {
     let again = timed(LIMIT, move || std::fs::read(gb).unwrap());
     assert!(again == b);
 }
+
+#[test]
+fn a_writer_of_a_passed_through_file_is_refused_until_its_readers_close() {
+    let env = Env::new(Backend::File);
+    let data = pattern(2 << 20, 5);
+    env.put("f.bin", &data);
+    let guard = env.mount(&[]);
+    let reader = passed_through(&guard, "f.bin", &data, 20).expect("passed through");
+    let path = guard.join("f.bin");
+    let refused = {
+        let path = path.clone();
+        timed(LIMIT, move || std::fs::write(path, b"new"))
+    };
+    assert_errno(refused, libc::ETXTBSY);
+    let mut buf = vec![0u8; data.len()];
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf == data, "the reader reads on");
+    drop(reader);
+    timed(LIMIT, move || std::fs::write(path, b"new").unwrap());
+    assert_eq!(env.get("f.bin").unwrap(), b"new");
+}

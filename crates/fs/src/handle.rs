@@ -190,9 +190,41 @@ impl Fs {
             None => None,
         };
         let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
-        let fh = self.new_fh();
-        let writer = if flags.write {
+        if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
+        }
+        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref())?;
+        let fh = self.new_fh();
+        let writer = match self.open_writer(fh, &path, mount, &rel, flags, &backing, &src) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
+        };
+        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
+        let handle = FileHandle::new(ino, src.map(Reader::new), writer, origin, held);
+        self.add_handle(fh, Handle::File(Arc::new(handle)));
+        Ok(Opened {
+            fh,
+            keep_cache,
+            mode,
+        })
+    }
+
+    /// The writer of an open for writing, if it is one.
+    #[allow(clippy::too_many_arguments)]
+    fn open_writer(
+        &self,
+        fh: u64,
+        path: &str,
+        mount: usize,
+        rel: &str,
+        flags: OpenFlags,
+        backing: &Option<Stat>,
+        src: &Option<Source>,
+    ) -> Result<Option<Writer>> {
+        let writer = if flags.write {
             if flags.append {
                 policy::check_append(self.inner.cfg.random_writes)?;
             }
@@ -208,19 +240,11 @@ impl Fs {
             } else {
                 None
             };
-            Some(self.new_writer(fh, &path, mount, &rel, fresh, base)?)
+            Some(self.new_writer(fh, path, mount, rel, fresh, base)?)
         } else {
             None
         };
-        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
-        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref());
-        let handle = FileHandle::new(ino, src.map(Reader::new), writer, origin, held);
-        self.add_handle(fh, Handle::File(Arc::new(handle)));
-        Ok(Opened {
-            fh,
-            keep_cache,
-            mode,
-        })
+        Ok(writer)
     }
 
     /// What a resent open gets back: the handle the dead daemon made, in
@@ -231,7 +255,6 @@ impl Fs {
                 file: self.inner.pages.data_path(key),
                 id: self.backing_of(fh),
             },
-            Ok(Held::Direct) => IoMode::Direct,
             _ => IoMode::Cached,
         };
         Opened {
@@ -316,9 +339,15 @@ impl Fs {
         }
         let (mount, rel) = self.ufs_of(&path)?;
         let fh = self.new_fh();
-        let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
-        let (mode, held) = self.choose_mode(ino, true, None);
+        let (mode, held) = self.choose_mode(ino, true, None)?;
+        let writer = match self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
+        };
         let handle = FileHandle::new(ino, None, Some(writer), origin, held);
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
