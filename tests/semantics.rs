@@ -95,6 +95,19 @@ fn namespace(b: Backend) {
         assert_eq!(env.get("e/g").unwrap(), b"hh");
         assert_eq!(names(&m), vec!["e"]);
         assert_errno(fs::remove_file(m.join("e/nope")), libc::ENOENT);
+        let big = pattern(3 << 20, 33);
+        fs::write(m.join("e/big"), &big).unwrap();
+        let mut held = File::open(m.join("e/big")).unwrap();
+        let mut head = [0u8; 10];
+        std::io::Read::read_exact(&mut held, &mut head).unwrap();
+        fs::remove_file(m.join("e/big")).unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
+        assert!(
+            head[..] == big[..10] && rest[..] == big[10..],
+            "an open file outlives its name"
+        );
+        drop(held);
         fs::remove_file(m.join("e/g")).unwrap();
         assert!(env.get("e/g").is_none());
         fs::remove_dir(m.join("e")).unwrap();

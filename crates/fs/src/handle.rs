@@ -30,6 +30,8 @@ pub(crate) struct FileHandle {
     pub ino: u64,
     /// The I/O mode it holds on that node.
     pub io: parking_lot::Mutex<Held>,
+    /// Its version is pinned in the cache because its name went away.
+    pub kept: std::sync::atomic::AtomicBool,
 }
 
 /// An open directory: a snapshot of its entries, taken at opendir, or at
@@ -66,6 +68,7 @@ impl FileHandle {
             unique: origin.unique,
             ino,
             io: parking_lot::Mutex::new(held),
+            kept: Default::default(),
         }
     }
 }
@@ -411,6 +414,7 @@ impl Fs {
             return (Ok(()), None);
         };
         let close = self.give_back(h.ino, *h.io.lock());
+        self.release_kept(&h);
         // The handle leaves the journal only once its upload is done: a
         // daemon that dies mid-upload leaves the staged file to its
         // successor, which gets the RELEASE again and uploads it.

@@ -173,6 +173,7 @@ impl Fs {
                     unique: *unique,
                     ino: *ino,
                     io: parking_lot::Mutex::new(held),
+                    kept: Default::default(),
                 };
                 (*fh, Handle::File(Arc::new(handle)))
             }
