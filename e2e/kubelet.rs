@@ -61,7 +61,9 @@ struct Pod {
 
 const POD_SETUP: &str = r#"set -e
 mount -t tmpfs -o mode=755 tmpfs "$R"
-mkdir -p "$R/vol" "$R/out" "$R/tmp" "$R/usr"
+mkdir -p "$R/vol" "$R/out" "$R/tmp" "$R/usr" "$R/dev"
+touch "$R/dev/null"
+mount --bind /dev/null "$R/dev/null"
 mount --rbind "$T" "$R/vol"
 mount --make-rslave "$R/vol"
 mount --bind "$O" "$R/out"
@@ -107,6 +109,16 @@ impl Pod {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.out.parent().unwrap().join("stderr")).unwrap_or_default()
+    }
+
+    /// The weir mounts the pod's namespace sees, for failure messages.
+    fn weir_mounts(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("fuse.weir"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn read(&self, name: &str) -> String {
@@ -305,7 +317,8 @@ fn two_volumes_share_one_fuse_process_and_a_plugin_restart_leaks_nothing() {
             assert_eq!(
                 daemons(&w),
                 pids,
-                "{how}: re-adopted, no second FUSE process"
+                "{how}: re-adopted, no second FUSE process:\n{}",
+                w.log()
             );
             assert_eq!(w.mounts(), published, "{how}: no mount leaked or lost");
             let stats =
@@ -430,8 +443,11 @@ done"#;
                 }
                 assert!(
                     restarted.elapsed() < Duration::from_secs(5),
-                    "round {round}: the pod's new opens still fail:\n{}",
-                    w.log()
+                    "round {round}: the pod's new opens still fail:\n{}\npod mounts:\n{}\nhost mounts:\n{:#?}\n{}",
+                    w.log(),
+                    pod.weir_mounts(),
+                    w.mounts(),
+                    pod.stderr()
                 );
                 std::thread::sleep(Duration::from_millis(5));
             }
