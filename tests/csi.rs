@@ -51,9 +51,10 @@ fn identity_and_capabilities() {
         let types: Vec<i32> = node
             .capabilities
             .iter()
-            .filter_map(|c| match &c.r#type {
-                Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
-                None => None,
+            .filter_map(|c| {
+                c.r#type
+                    .as_ref()
+                    .map(|node_service_capability::Type::Rpc(r)| r.r#type)
             })
             .collect();
         assert_eq!(

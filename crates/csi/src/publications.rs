@@ -36,7 +36,7 @@ pub struct Publications {
 
 /// What a re-bind did to one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rebound {
+pub enum Repair {
     /// A new bind of the current mount is on the target.
     Rebound,
     /// It was already bound to the current mount.
@@ -159,8 +159,8 @@ impl Publications {
                 .map_err(|e| io_error(&format!("bind onto {}", p.target.display()), e));
         }
         match self.rebind(p)? {
-            Rebound::Rebound | Rebound::Current => Ok(()),
-            Rebound::Skipped(why) => Err(CsiError::AlreadyExists(format!(
+            Repair::Rebound | Repair::Current => Ok(()),
+            Repair::Skipped(why) => Err(CsiError::AlreadyExists(format!(
                 "{}: {why}",
                 p.target.display()
             ))),
@@ -300,7 +300,7 @@ impl Publications {
 
     /// After a remount: binds the session's new mount onto every recorded
     /// target still bound to an old one.
-    pub fn rebind_all(&self) -> Vec<(Publication, Result<Rebound, CsiError>)> {
+    pub fn rebind_all(&self) -> Vec<(Publication, Result<Repair, CsiError>)> {
         self.all()
             .into_iter()
             .map(|p| {
@@ -315,21 +315,21 @@ impl Publications {
     /// pods' mount namespaces received, and through it they receive the
     /// new one (HostToContainer). At [`MAX_STACK`] binds the topmost stale
     /// one is replaced instead, so the stack never grows without bound.
-    fn rebind(&self, p: &Publication) -> Result<Rebound, CsiError> {
+    fn rebind(&self, p: &Publication) -> Result<Repair, CsiError> {
         let (t, _) = self.target(&p.target.to_string_lossy())?;
         let real = self.real_path(&t);
         let stack = publisher::stack(&real).map_err(|e| io_error("mountinfo", e))?;
         let Some(top) = stack.last() else {
-            return Ok(Rebound::Skipped("nothing is mounted there".into()));
+            return Ok(Repair::Skipped("nothing is mounted there".into()));
         };
         if !publisher::is_weir(top) {
-            return Ok(Rebound::Skipped(format!(
+            return Ok(Repair::Skipped(format!(
                 "a {} mount is on top",
                 top.fs_type
             )));
         }
         if Some(top.dev) == self.sessions.device() {
-            return Ok(Rebound::Current);
+            return Ok(Repair::Current);
         }
         let ours = stack.iter().filter(|m| publisher::is_weir(m)).count();
         if ours >= MAX_STACK {
@@ -339,7 +339,7 @@ impl Publications {
         let (source, target) = self.open_pair(p, &t, true)?;
         publisher::bind(source.as_fd(), target.as_fd(), p.read_only, p.attrs)
             .map_err(|e| io_error(&format!("bind onto {}", p.target.display()), e))?;
-        Ok(Rebound::Rebound)
+        Ok(Repair::Rebound)
     }
 
     /// At start: drops records whose target dir is gone (kubelet removed

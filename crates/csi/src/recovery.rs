@@ -11,7 +11,7 @@ use weir_metrics::names;
 use weir_session::Event;
 
 use crate::events::{Reporter, Severity};
-use crate::publications::{Publications, Rebound};
+use crate::publications::{Publications, Repair};
 use crate::sessions::Resumed;
 
 /// Reacts to session events.
@@ -110,7 +110,7 @@ impl Recovery {
         let mut failed = 0;
         for (p, r) in &results {
             let (severity, reason, message) = match r {
-                Ok(Rebound::Rebound) => (
+                Ok(Repair::Rebound) => (
                     Severity::Warning,
                     "FuseVolumeRemounted",
                     format!(
@@ -118,7 +118,7 @@ impl Recovery {
                         p.volume_id
                     ),
                 ),
-                Ok(Rebound::Current | Rebound::Skipped(_)) => continue,
+                Ok(Repair::Current | Repair::Skipped(_)) => continue,
                 Err(e) => {
                     failed += 1;
                     (
