@@ -465,8 +465,8 @@ fn stats_report_unmounted_and_hung_volumes() {
                 .unwrap()
         };
         assert!(!stats(&w).abnormal);
-        // Hung: the daemon stops answering. The probe gives up after
-        // --probe-timeout (3 s) and says so; meanwhile the watchdog replaces
+        // Hung: the daemon stops answering. The stats probe gives up after
+        // half of --probe-timeout (3 s) and says so; the watchdog replaces
         // the stopped daemon and the volume is normal again.
         let pid = w.daemon_pid().unwrap();
         // SAFETY: kill(2) of the daemon this test's plugin started.

@@ -85,7 +85,7 @@ pub struct Settings {
     /// How long a session with no publications stays mounted.
     pub session_grace: Duration,
     /// The watchdog's probe of the session mount; also the deadline of
-    /// each publish step and stats probe that touches the mount.
+    /// each publish step that touches the mount (stats probes get half).
     pub probe: Probe,
     /// The `weir` executable to run as the FUSE daemon.
     pub daemon_program: PathBuf,

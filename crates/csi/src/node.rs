@@ -42,7 +42,10 @@ impl NodeService {
         NodeService {
             node_id,
             pubs,
-            prober: Arc::new(Prober::new(probe_timeout)),
+            // Half the watchdog's timeout: kubelet hears of a hung mount
+            // before the watchdog replaces its daemon, and a stats call
+            // never waits as long as the watchdog does.
+            prober: Arc::new(Prober::new(probe_timeout / 2)),
             locks: Arc::new(KeyLocks::default()),
             ready,
             // Longer than one call's own deadlines, so a queued call waits
