@@ -179,7 +179,7 @@ for p in /vol/../team-b/secret /vol/team-b/secret /vol/up/secret /vol/abs/secret
   cat "$p" >> /out/seen 2>/dev/null || echo "refused $p" >> /out/refused
 done
 (cd /vol && cd .. && ls -a) >> /out/seen 2>&1
-grep -Rs TEAM-B /vol / --exclude-dir=usr --exclude-dir=out >> /out/seen 2>/dev/null || true
+grep -Rs TEAM-B /vol /tmp >> /out/seen 2>/dev/null || true
 echo done > /out/done
 "#,
             host_b = host_b.display()
