@@ -7,7 +7,18 @@ need=()
 command -v cc >/dev/null || need+=(gcc)
 command -v flock >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# scripts/check-deploy.sh makes a venv for its pinned tools; Debian's python3
+# keeps venv and ensurepip in a separate package.
+if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    need+=(python3-venv)
+fi
+command -v unshare >/dev/null || need+=(util-linux)
 command -v fusermount3 >/dev/null || need+=(fuse3)
+# Cluster mode: its tests run a real etcd, and etcd-client's build compiles
+# etcd's protobuf files with protoc (plus the well-known types it imports).
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

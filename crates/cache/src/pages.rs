@@ -13,6 +13,9 @@
 //! Capacity is counted in page bytes. Before a page is stored, least recently
 //! used pages are evicted (hole punched, record cleared) until it fits, so
 //! the cache never holds more than its capacity of page data.
+//!
+//! Activity is counted twice: in [`CacheStats`], for callers that ask this
+//! cache directly, and as `weir_cache_*` metrics for the Prometheus endpoint.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::Mutex;
+use weir_metrics::names;
 
 const MAGIC: &[u8; 8] = b"WEIRPG01";
 const HEADER_LEN: u64 = 32;
@@ -36,6 +40,9 @@ pub enum CacheError {
     /// The configuration cannot work.
     #[error("cache configuration: {0}")]
     Config(String),
+    /// Every page that could make room is pinned by an open file.
+    #[error("the cache is full of pages of files being read directly")]
+    Full,
     /// A local I/O error.
     #[error("cache {path}: {source}")]
     Io {
@@ -59,6 +66,7 @@ impl CacheError {
     pub fn errno(&self) -> i32 {
         match self {
             CacheError::Config(_) => libc::EINVAL,
+            CacheError::Full => libc::ENOSPC,
             CacheError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -124,18 +132,25 @@ type PageId = (ObjectKey, u64);
 type PageRecord = (u64, u32);
 
 #[derive(Debug)]
-struct Index {
-    lru: LruCache<PageId, u32>,
-    pages_per_object: HashMap<ObjectKey, u64>,
-    used: u64,
+pub(crate) struct Index {
+    pub(crate) lru: LruCache<PageId, u32>,
+    pub(crate) pages_per_object: HashMap<ObjectKey, u64>,
+    pub(crate) used: u64,
+    /// Objects the kernel reads straight from their data file (FUSE
+    /// passthrough): never evicted while pinned, by how many opens.
+    pub(crate) pinned: HashMap<ObjectKey, u32>,
+    /// Objects whose every page was read back and matched its checksum,
+    /// with the change time and length their data file had then: a data
+    /// file written to since (by anyone) must be checked again.
+    pub(crate) verified: HashMap<ObjectKey, (i64, i64, u64)>,
 }
 
 /// The disk page cache. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PageCache {
-    cfg: PageCacheConfig,
+    pub(crate) cfg: PageCacheConfig,
     root: PathBuf,
-    index: Mutex<Index>,
+    pub(crate) index: Mutex<Index>,
     memory: Option<moka::sync::Cache<PageId, Bytes>>,
     stats: CacheStats,
 }
@@ -169,12 +184,15 @@ impl PageCache {
                 lru: LruCache::unbounded(),
                 pages_per_object: HashMap::new(),
                 used: 0,
+                pinned: HashMap::new(),
+                verified: Default::default(),
             }),
             cfg,
             root,
             memory,
             stats: CacheStats::default(),
         };
+        metrics::gauge!(names::CACHE_CAPACITY_BYTES).set(cache.cfg.capacity as f64);
         cache.adopt_existing()?;
         Ok(cache)
     }
@@ -231,17 +249,17 @@ impl PageCache {
             && let Some(b) = mem.get(&(key, idx))
         {
             self.index.lock().lru.promote(&(key, idx));
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.record_hit(b.len());
             return Some(b);
         }
         let len = self.index.lock().lru.get(&(key, idx)).copied();
         let Some(len) = len else {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            self.record_miss();
             return None;
         };
         match self.read_verified(key, idx, len) {
             Ok(Some(data)) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.record_hit(data.len());
                 if let Some(mem) = &self.memory {
                     mem.insert((key, idx), data.clone());
                 }
@@ -252,23 +270,40 @@ impl PageCache {
                 let mut ix = self.index.lock();
                 if ix.lru.contains(&(key, idx)) {
                     self.stats.corruptions.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(names::CACHE_CORRUPTIONS).increment(1);
                     tracing::warn!(object = %key.hex(), page = idx, "cached page failed its checksum; refetching");
                     self.remove_locked(&mut ix, key, idx);
                 }
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.record_miss();
                 None
             }
             Err(e) => {
                 tracing::warn!(object = %key.hex(), page = idx, error = %e, "cannot read cached page; refetching");
                 let mut ix = self.index.lock();
                 self.remove_locked(&mut ix, key, idx);
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.record_miss();
                 None
             }
         }
     }
 
-    fn read_verified(&self, key: ObjectKey, idx: u64, len: u32) -> io::Result<Option<Bytes>> {
+    fn record_hit(&self, bytes: usize) {
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::CACHE_HITS).increment(1);
+        metrics::counter!(names::CACHE_HIT_BYTES).increment(bytes as u64);
+    }
+
+    fn record_miss(&self) {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::CACHE_MISSES).increment(1);
+    }
+
+    pub(crate) fn read_verified(
+        &self,
+        key: ObjectKey,
+        idx: u64,
+        len: u32,
+    ) -> io::Result<Option<Bytes>> {
         let meta = File::open(self.meta_path(key))?;
         let mut rec = [0u8; RECORD_LEN as usize];
         meta.read_exact_at(&mut rec, HEADER_LEN + idx * RECORD_LEN)?;
@@ -324,16 +359,18 @@ impl PageCache {
             return Ok(());
         }
         while ix.used + len > self.cfg.capacity {
-            let Some(((k, i), _)) = ix.lru.peek_lru().map(|(k, v)| (*k, *v)) else {
-                break;
+            let Some((k, i)) = Self::victim(&mut ix) else {
+                return Err(CacheError::Full);
             };
             self.remove_locked(&mut ix, k, i);
             self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::CACHE_EVICTIONS).increment(1);
         }
         self.write_page(key, idx, data)?;
         ix.lru.put((key, idx), len as u32);
         *ix.pages_per_object.entry(key).or_insert(0) += 1;
         ix.used += len;
+        used_gauge(ix.used);
         self.stats.inserts.fetch_add(1, Ordering::Relaxed);
         if let Some(mem) = &self.memory {
             mem.insert((key, idx), Bytes::copy_from_slice(data));
@@ -382,13 +419,29 @@ impl PageCache {
         Ok(())
     }
 
+    /// The least recently used page of an object that is not pinned.
+    /// Pinned pages met on the way are moved to the recent end, so that
+    /// later evictions do not walk past them again.
+    fn victim(ix: &mut Index) -> Option<PageId> {
+        for _ in 0..ix.lru.len() {
+            let (id, _) = ix.lru.peek_lru().map(|(k, v)| (*k, *v))?;
+            if !ix.pinned.contains_key(&id.0) {
+                return Some(id);
+            }
+            ix.lru.promote(&id);
+        }
+        None
+    }
+
     /// Drops one page: clears its record, punches its hole, and removes the
     /// object's files when it was the last page.
-    fn remove_locked(&self, ix: &mut Index, key: ObjectKey, idx: u64) {
+    pub(crate) fn remove_locked(&self, ix: &mut Index, key: ObjectKey, idx: u64) {
         let Some(len) = ix.lru.pop(&(key, idx)) else {
             return;
         };
+        ix.verified.remove(&key);
         ix.used -= u64::from(len);
+        used_gauge(ix.used);
         if let Some(mem) = &self.memory {
             mem.invalidate(&(key, idx));
         }
@@ -413,9 +466,13 @@ impl PageCache {
         }
     }
 
-    /// Drops every cached page of `key`.
-    pub fn remove_object(&self, key: ObjectKey) {
+    /// Drops every cached page of `key`, unless the kernel is reading its
+    /// data file directly (pinned); says whether it did.
+    pub fn remove_object(&self, key: ObjectKey) -> bool {
         let mut ix = self.index.lock();
+        if ix.pinned.contains_key(&key) {
+            return false;
+        }
         let pages: Vec<u64> = ix
             .lru
             .iter()
@@ -425,6 +482,7 @@ impl PageCache {
         for i in pages {
             self.remove_locked(&mut ix, key, i);
         }
+        true
     }
 
     /// Rebuilds the index from the files a previous run left, oldest first,
@@ -470,11 +528,12 @@ impl PageCache {
             }
         }
         while ix.used > self.cfg.capacity {
-            let Some(((k, i), _)) = ix.lru.peek_lru().map(|(k, v)| (*k, *v)) else {
+            let Some((k, i)) = Self::victim(&mut ix) else {
                 break;
             };
             self.remove_locked(&mut ix, k, i);
         }
+        used_gauge(ix.used);
         tracing::info!(pages = ix.lru.len(), bytes = ix.used, "page cache adopted");
         Ok(())
     }
@@ -498,6 +557,11 @@ impl PageCache {
             .collect();
         Some(pages)
     }
+}
+
+/// Mirrors the bytes of page data on disk into the `weir_cache_used_bytes` gauge.
+fn used_gauge(used: u64) {
+    metrics::gauge!(names::CACHE_USED_BYTES).set(used as f64);
 }
 
 fn parse_record(rec: &[u8]) -> (u32, u32) {
@@ -659,6 +723,48 @@ mod tests {
         };
         assert!(bad(1 << 20, 3000));
         assert!(bad(100, 4096));
+    }
+
+    #[test]
+    fn activity_is_also_recorded_as_metrics() {
+        use weir_metrics::testing::capture;
+        let dir = tempfile::tempdir().unwrap();
+        let k = ObjectKey::new("u", "/f", "v");
+        let (c, rec) = capture(|| {
+            let c = cache(dir.path(), 2);
+            c.put(k, 0, &page(1)).unwrap();
+            c.put(k, 1, &[2u8; 100]).unwrap();
+            assert!(c.get(k, 0).is_some());
+            assert!(c.get(k, 1).is_some());
+            assert!(c.get(k, 5).is_none());
+            c.put(k, 2, &page(3)).unwrap(); // evicts page 0
+            c
+        });
+        assert_eq!(rec.counter(names::CACHE_HITS, &[]), 2);
+        assert_eq!(rec.counter(names::CACHE_HIT_BYTES, &[]), PAGE + 100);
+        assert_eq!(rec.counter(names::CACHE_MISSES, &[]), 1);
+        assert_eq!(rec.counter(names::CACHE_EVICTIONS, &[]), 1);
+        assert_eq!(
+            rec.gauge(names::CACHE_CAPACITY_BYTES, &[]),
+            Some(2.0 * PAGE as f64)
+        );
+        assert_eq!(
+            rec.gauge(names::CACHE_USED_BYTES, &[]),
+            Some(c.used() as f64)
+        );
+        assert_eq!(c.used(), PAGE + 100);
+
+        let f = OpenOptions::new().write(true).open(c.data_path(k)).unwrap();
+        f.write_all_at(b"garbage", 2 * PAGE + 1).unwrap();
+        let (_, rec) = capture(|| assert!(c.get(k, 2).is_none()));
+        assert_eq!(rec.counter(names::CACHE_CORRUPTIONS, &[]), 1);
+        assert_eq!(rec.counter(names::CACHE_MISSES, &[]), 1);
+        assert_eq!(rec.gauge(names::CACHE_USED_BYTES, &[]), Some(100.0));
+        assert_eq!(
+            c.stats().corruptions.load(Ordering::Relaxed),
+            1,
+            "the stats still count"
+        );
     }
 
     proptest::proptest! {

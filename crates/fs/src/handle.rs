@@ -7,6 +7,7 @@ use weir_cache::ObjectKey;
 use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
+use crate::iomode::{Held, IoMode};
 use crate::read::{Reader, Source};
 use crate::types::{Attr, KernelCache, Kind, OpenFlags, Opened, Origin, SetAttr};
 use crate::write::{Fresh, Writer};
@@ -25,6 +26,10 @@ pub(crate) struct FileHandle {
     pub broken: Option<String>,
     /// The request that opened it.
     pub unique: u64,
+    /// The node it is open on.
+    pub ino: u64,
+    /// The I/O mode it holds on that node.
+    pub io: parking_lot::Mutex<Held>,
 }
 
 /// An open directory: a snapshot of its entries, taken at opendir, or at
@@ -42,6 +47,27 @@ pub(crate) struct DirHandle {
 pub(crate) enum Handle {
     File(Arc<FileHandle>),
     Dir(Arc<DirHandle>),
+}
+
+impl FileHandle {
+    /// A handle opened now by `origin` on node `ino`, holding I/O mode `held`.
+    pub(crate) fn new(
+        ino: u64,
+        reader: Option<Reader>,
+        writer: Option<Writer>,
+        origin: Origin,
+        held: Held,
+    ) -> Self {
+        FileHandle {
+            reader,
+            writer: writer.map(tokio::sync::Mutex::new),
+            opener: origin.pid.into(),
+            broken: None,
+            unique: origin.unique,
+            ino,
+            io: parking_lot::Mutex::new(held),
+        }
+    }
 }
 
 impl Handle {
@@ -138,10 +164,7 @@ impl Fs {
     /// Opens node `ino` for the request `origin`.
     pub async fn open_from(&self, ino: u64, flags: OpenFlags, origin: Origin) -> Result<Opened> {
         if let Some(fh) = self.handle_of_request(origin.unique) {
-            return Ok(Opened {
-                fh,
-                keep_cache: false,
-            });
+            return Ok(self.reopened(fh));
         }
         let path = self.path_of(ino)?;
         let stat = self.stat_path(&path).await?;
@@ -167,9 +190,41 @@ impl Fs {
             None => None,
         };
         let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
-        let fh = self.new_fh();
-        let writer = if flags.write {
+        if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
+        }
+        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref())?;
+        let fh = self.new_fh();
+        let writer = match self.open_writer(fh, &path, mount, &rel, flags, &backing, &src) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
+        };
+        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
+        let handle = FileHandle::new(ino, src.map(Reader::new), writer, origin, held);
+        self.add_handle(fh, Handle::File(Arc::new(handle)));
+        Ok(Opened {
+            fh,
+            keep_cache,
+            mode,
+        })
+    }
+
+    /// The writer of an open for writing, if it is one.
+    #[allow(clippy::too_many_arguments)]
+    fn open_writer(
+        &self,
+        fh: u64,
+        path: &str,
+        mount: usize,
+        rel: &str,
+        flags: OpenFlags,
+        backing: &Option<Stat>,
+        src: &Option<Source>,
+    ) -> Result<Option<Writer>> {
+        let writer = if flags.write {
             if flags.append {
                 policy::check_append(self.inner.cfg.random_writes)?;
             }
@@ -185,22 +240,28 @@ impl Fs {
             } else {
                 None
             };
-            Some(tokio::sync::Mutex::new(
-                self.new_writer(fh, &path, mount, &rel, fresh, base)?,
-            ))
+            Some(self.new_writer(fh, path, mount, rel, fresh, base)?)
         } else {
             None
         };
-        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
-        let handle = FileHandle {
-            reader: src.map(Reader::new),
-            writer,
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
+        Ok(writer)
+    }
+
+    /// What a resent open gets back: the handle the dead daemon made, in
+    /// the mode it holds.
+    fn reopened(&self, fh: u64) -> Opened {
+        let mode = match self.file_handle(fh).map(|h| *h.io.lock()) {
+            Ok(Held::Passthrough(key)) => IoMode::Passthrough {
+                file: self.inner.pages.data_path(key),
+                id: self.backing_of(fh),
+            },
+            _ => IoMode::Cached,
         };
-        self.add_handle(fh, Handle::File(Arc::new(handle)));
-        Ok(Opened { fh, keep_cache })
+        Opened {
+            fh,
+            keep_cache: false,
+            mode,
+        }
     }
 
     /// The stat to pin a read to. A listing may have given attributes
@@ -257,11 +318,7 @@ impl Fs {
             // never heard, and asks again.
             let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
             let stat = self.stat_path(&path).await?;
-            let opened = Opened {
-                fh,
-                keep_cache: false,
-            };
-            return Ok((self.attr(ino, &stat), opened));
+            return Ok((self.attr(ino, &stat), self.reopened(fh)));
         }
         policy::check_writable(self.inner.cfg.read_only, &path)?;
         match self.stat_path(&path).await {
@@ -282,15 +339,16 @@ impl Fs {
         }
         let (mount, rel) = self.ufs_of(&path)?;
         let fh = self.new_fh();
-        let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
-        let handle = FileHandle {
-            reader: None,
-            writer: Some(tokio::sync::Mutex::new(writer)),
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
+        let (mode, held) = self.choose_mode(ino, true, None)?;
+        let writer = match self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
         };
+        let handle = FileHandle::new(ino, None, Some(writer), origin, held);
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
         let stat = self.inner.pending.stat(&path).unwrap_or_else(Stat::dir);
@@ -299,6 +357,7 @@ impl Fs {
             Opened {
                 fh,
                 keep_cache: false,
+                mode,
             },
         ))
     }
@@ -340,11 +399,18 @@ impl Fs {
     /// can only be logged; applications that care see it from close(2),
     /// which flushes first.
     pub async fn release(&self, fh: u64) -> Result<()> {
+        self.release_io(fh).await.0
+    }
+
+    /// [`Fs::release`], also giving the backing id to close when this was
+    /// the last passthrough open of its node.
+    pub async fn release_io(&self, fh: u64) -> (Result<()>, Option<u32>) {
         let handle = self.inner.handles.lock().get(&fh).cloned();
         let Some(Handle::File(h)) = handle else {
             self.remove_handle(fh);
-            return Ok(());
+            return (Ok(()), None);
         };
+        let close = self.give_back(h.ino, *h.io.lock());
         // The handle leaves the journal only once its upload is done: a
         // daemon that dies mid-upload leaves the staged file to its
         // successor, which gets the RELEASE again and uploads it.
@@ -356,7 +422,7 @@ impl Fs {
             None => Ok(()),
         };
         self.remove_handle(fh);
-        result
+        (result, close)
     }
 
     /// Changes attributes of `ino`. Only the size can change (within the

@@ -80,12 +80,18 @@ pub enum HandleRecord {
         /// What it reads, if the file existed at open.
         read: Option<SourceRecord>,
         /// What it writes, if opened for writing.
-        write: Option<WriterRecord>,
+        write: Option<Box<WriterRecord>>,
         /// The process that opened it (0: unknown).
         opener: u32,
         /// The id of the request that opened it.
         #[serde(default)]
         unique: u64,
+        /// The node it is open on.
+        #[serde(default)]
+        ino: u64,
+        /// Its I/O mode: `cached` or `passthrough`.
+        #[serde(default)]
+        io: String,
     },
     /// An open directory.
     Dir {
@@ -126,6 +132,12 @@ enum Line {
         fh: u64,
         pid: u32,
     },
+    /// The backing id the kernel gave for node `ino`'s passthrough opens
+    /// (`None`: closed).
+    Backing {
+        ino: u64,
+        id: Option<u32>,
+    },
     Closed {
         fh: u64,
     },
@@ -148,12 +160,15 @@ pub struct Restored {
     pub max_ino: u64,
     /// The highest handle number ever given out.
     pub max_fh: u64,
+    /// Backing ids registered for passthrough, by node.
+    pub backings: HashMap<u64, u32>,
 }
 
 #[derive(Debug, Default)]
 struct Live {
     nodes: HashMap<u64, NodeRecord>,
     handles: HashMap<u64, HandleRecord>,
+    backings: HashMap<u64, u32>,
     max_ino: u64,
     max_fh: u64,
 }
@@ -174,7 +189,7 @@ impl Live {
             }
             Line::Writer { fh, write: w } => {
                 if let Some(HandleRecord::File { write, .. }) = self.handles.get_mut(&fh) {
-                    *write = Some(w);
+                    *write = Some(Box::new(w));
                 }
             }
             Line::Opener { fh, pid } => {
@@ -182,6 +197,14 @@ impl Live {
                     *opener = pid;
                 }
             }
+            Line::Backing { ino, id } => match id {
+                Some(id) => {
+                    self.backings.insert(ino, id);
+                }
+                None => {
+                    self.backings.remove(&ino);
+                }
+            },
             Line::Closed { fh } => {
                 self.handles.remove(&fh);
             }
@@ -198,6 +221,7 @@ impl Live {
             handles: self.handles.values().cloned().collect(),
             max_ino: self.max_ino,
             max_fh: self.max_fh,
+            backings: self.backings.clone(),
         }
     }
 
@@ -302,6 +326,11 @@ impl Journal {
         self.append(Line::Opener { fh, pid });
     }
 
+    /// Records the backing id of node `ino` (`None`: closed).
+    pub fn backing(&self, ino: u64, id: Option<u32>) {
+        self.append(Line::Backing { ino, id });
+    }
+
     /// Records that handle `fh` was released.
     pub fn closed(&self, fh: u64) {
         self.append(Line::Closed { fh });
@@ -367,6 +396,9 @@ impl Journal {
         }
         for h in s.live.handles.values() {
             writeln!(out, "{}", to_json(&Line::Handle(h.clone()))?)?;
+        }
+        for (&ino, &id) in &s.live.backings {
+            writeln!(out, "{}", to_json(&Line::Backing { ino, id: Some(id) })?)?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         std::fs::rename(&tmp, &self.path)?;

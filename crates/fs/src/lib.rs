@@ -10,12 +10,14 @@
 //! `write` (staging and atomic upload), `dir` (listings), `meta` (stat with
 //! caches), `policy` (what the semantics table allows), `journal` (node ids
 //! and handles kept for a takeover), `restore` (rebuilding them), `resend`
-//! (requests the kernel sends again after a takeover).
+//! (requests the kernel sends again after a takeover), `iomode` (cached,
+//! direct or passthrough I/O per open inode).
 
 mod dir;
 mod error;
 mod handle;
 mod inode;
+mod iomode;
 pub mod journal;
 mod meta;
 mod policy;
@@ -35,6 +37,7 @@ use weir_namespace::{MountTable, Resolved};
 
 pub use error::{FsError, Result};
 pub use inode::{InodeTable, ROOT_INO};
+pub use iomode::IoMode;
 pub use types::{
     Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr,
     StatFs,
@@ -67,6 +70,8 @@ struct Inner {
     started: std::time::SystemTime,
     /// Where node ids and handles are recorded for a takeover, if anywhere.
     journal: Option<Arc<Journal>>,
+    /// The I/O mode of each open inode (passthrough).
+    io: iomode::IoModes,
 }
 
 /// How a journaled filesystem starts.
@@ -146,6 +151,7 @@ impl Fs {
                 open_versions: Mutex::new(HashMap::new()),
                 started: std::time::SystemTime::now(),
                 journal,
+                io: Default::default(),
             }),
         }
     }

@@ -18,6 +18,7 @@ use crate::Fs;
 use crate::error::{FsError, Result};
 use crate::handle::{DirHandle, FileHandle, Handle};
 use crate::inode::InodeTable;
+use crate::iomode::Held;
 use crate::journal::{HandleRecord, Restored, SourceRecord, WriterRecord};
 use crate::read::{Reader, Source};
 use crate::write::Writer;
@@ -38,10 +39,28 @@ pub(crate) fn handle_record(fh: u64, h: &Handle) -> HandleRecord {
             write: f
                 .writer
                 .as_ref()
-                .and_then(|w| w.try_lock().ok().map(|w| writer_record(&w))),
+                .and_then(|w| w.try_lock().ok().map(|w| Box::new(writer_record(&w)))),
             opener: f.opener.load(Ordering::Relaxed),
             unique: f.unique,
+            ino: f.ino,
+            io: held_name(*f.io.lock()).into(),
         },
+    }
+}
+
+fn held_name(h: Held) -> &'static str {
+    match h {
+        Held::Cached => "cached",
+        Held::Passthrough(_) => "passthrough",
+    }
+}
+
+/// The mode a restored handle holds; a passthrough handle names the object
+/// version it reads.
+fn held_of(name: &str, src: Option<&Source>) -> Held {
+    match (name, src) {
+        ("passthrough", Some(s)) => Held::Passthrough(s.key),
+        _ => Held::Cached,
     }
 }
 
@@ -81,10 +100,12 @@ impl Fs {
         let mut broken = 0;
         for rec in &r.handles {
             let (fh, handle) = self.restored_handle(rec, &mut keep);
-            if let Handle::File(f) = &handle
-                && f.broken.is_some()
-            {
-                broken += 1;
+            if let Handle::File(f) = &handle {
+                if f.broken.is_some() {
+                    broken += 1;
+                }
+                let held = *f.io.lock();
+                self.restore_mode(f.ino, held, r.backings.get(&f.ino).copied());
             }
             self.inner.handles.lock().insert(fh, handle);
         }
@@ -114,13 +135,19 @@ impl Fs {
                 write,
                 opener,
                 unique,
+                ino,
+                io,
             } => {
                 if let Some(name) = write.as_ref().and_then(|w| w.staging.clone()) {
                     keep.insert(name);
                 }
                 let mut broken = None;
+                let mut held = held_of(io, None);
                 let reader = read.as_ref().and_then(|s| match self.restored_source(s) {
-                    Ok(src) => Some(Reader::new(src)),
+                    Ok(src) => {
+                        held = held_of(io, Some(&src));
+                        Some(Reader::new(src))
+                    }
                     Err(e) => {
                         broken = Some(e.to_string());
                         None
@@ -144,6 +171,8 @@ impl Fs {
                     opener: AtomicU32::new(*opener),
                     broken,
                     unique: *unique,
+                    ino: *ino,
+                    io: parking_lot::Mutex::new(held),
                 };
                 (*fh, Handle::File(Arc::new(handle)))
             }

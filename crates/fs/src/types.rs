@@ -62,13 +62,15 @@ pub struct Origin {
     pub pid: u32,
 }
 
-/// What `open` decided about the kernel's page cache for this file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `open` decided about the kernel's caching of this file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     /// The file handle.
     pub fh: u64,
     /// Keep the kernel's cached pages of this file (FOPEN_KEEP_CACHE).
     pub keep_cache: bool,
+    /// How the kernel does I/O on it.
+    pub mode: crate::IoMode,
 }
 
 /// A setattr request; `None` fields are left alone.
@@ -152,6 +154,8 @@ pub struct FsConfig {
     pub metadata_ttl: Duration,
     /// Most pages read ahead of a sequential reader.
     pub readahead_pages: u64,
+    /// Most pages one UFS request fetches for read-ahead.
+    pub fetch_pages: u64,
     /// Most UFS reads in flight at once.
     pub ufs_concurrency: usize,
     /// Where writes are staged before upload.
@@ -172,6 +176,7 @@ impl FsConfig {
             kernel_cache: KernelCache::Off,
             metadata_ttl: Duration::from_secs(60),
             readahead_pages: 16,
+            fetch_pages: 8,
             ufs_concurrency: 16,
             staging_dir,
             uid: 0,

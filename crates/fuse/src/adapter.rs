@@ -1,19 +1,22 @@
 //! fuser's `Filesystem` over the FUSE-free core. Each callback runs its core
 //! call on the tokio runtime and turns the result into a reply; an
-//! [`FsError`] becomes its errno. Nothing here decides semantics.
+//! [`FsError`] becomes its errno. Nothing here decides semantics. The one
+//! piece of state here is the kernel's backing files for passthrough opens,
+//! which only fuser can register and close.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use weir_fs::{Attr, Fs, FsError, Kind, OpenFlags, Origin, RenameFlags, SetAttr};
+use weir_fs::{Attr, Fs, FsError, IoMode, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr};
 
 use crate::MountOptions;
 
@@ -27,17 +30,80 @@ pub struct Adapter {
     rt: Handle,
     opts: MountOptions,
     parallel_dirops: bool,
+    passthrough: bool,
+    /// The registered backing file of each inode open in passthrough mode.
+    backings: parking_lot::Mutex<HashMap<u64, BackingId>>,
 }
 
 impl Adapter {
-    /// An adapter running `fs` calls on `rt`.
-    pub fn new(fs: Fs, rt: Handle, opts: MountOptions, parallel_dirops: bool) -> Self {
+    /// An adapter running `fs` calls on `rt`; `passthrough` asks the kernel
+    /// for FUSE passthrough of wholly cached files.
+    pub fn new(
+        fs: Fs,
+        rt: Handle,
+        opts: MountOptions,
+        parallel_dirops: bool,
+        passthrough: bool,
+    ) -> Self {
         Adapter {
             fs,
             rt,
             opts,
             parallel_dirops,
+            passthrough,
+            backings: Default::default(),
         }
+    }
+
+    /// Answers an open in the mode the core chose, registering the backing
+    /// file of a first passthrough open of the inode.
+    fn reply_open(&self, ino: u64, o: Opened, reply: ReplyOpen) {
+        let flags = fopen_flags(o.keep_cache);
+        tracing::debug!(ino, fh = o.fh, mode = ?o.mode, "open");
+        match &o.mode {
+            IoMode::Cached => reply.opened(FileHandle(o.fh), flags),
+            IoMode::Passthrough { file, id } => {
+                let mut backings = self.backings.lock();
+                let backing = match backings.entry(ino) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        match self.register_backing(&reply, ino, file, *id) {
+                            Ok(b) => slot.insert(b),
+                            Err(e) => {
+                                tracing::warn!(error = %e, file = %file.display(), "the kernel refused passthrough; reading through the daemon from now on");
+                                drop(backings);
+                                self.fs.passthrough_refused(o.fh);
+                                return reply.opened(FileHandle(o.fh), flags);
+                            }
+                        }
+                    }
+                };
+                reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), backing);
+            }
+        }
+    }
+
+    /// A backing id for `file`: the one a dead daemon registered for this
+    /// inode (`id`, kept in the journal, still open in the kernel), or a new one.
+    fn register_backing(
+        &self,
+        reply: &ReplyOpen,
+        ino: u64,
+        file: &Path,
+        id: Option<u32>,
+    ) -> std::io::Result<BackingId> {
+        if let Some(id) = id {
+            // SAFETY: `id` was registered on this connection by an earlier
+            // daemon, whose passthrough opens of the inode still hold it,
+            // and nobody closed it (its close is journaled).
+            return Ok(unsafe { reply.wrap_backing(id) });
+        }
+        let f = std::fs::File::open(file)?;
+        let raw = reply.open_backing(&f)?.into_raw();
+        // SAFETY: we just registered `raw`, and hand its ownership back.
+        let b = unsafe { reply.wrap_backing(raw) };
+        self.fs.set_backing(ino, raw);
+        Ok(b)
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -89,7 +155,7 @@ impl Adapter {
 fn errno(e: &FsError) -> Errno {
     match e.errno() {
         libc::ENOENT => tracing::trace!("{e}"),
-        libc::ENOTSUP | libc::EEXIST | libc::ENOTEMPTY => tracing::debug!("{e}"),
+        libc::ENOTSUP | libc::EEXIST | libc::ENOTEMPTY | libc::ETXTBSY => tracing::debug!("{e}"),
         _ => tracing::warn!("{e}"),
     }
     Errno::from_i32(e.errno())
@@ -143,6 +209,10 @@ impl fuser::Filesystem for Adapter {
             tracing::warn!(?missing, "kernel lacks FUSE capabilities");
             let _ = config.add_capabilities(wanted & !missing);
         }
+        let passthrough = self.passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.fs.enable_passthrough(passthrough);
         let _ = config.set_max_write(MAX_REQUEST);
         let _ = config.set_max_background(self.opts.max_background);
         if let Err(max) = config.set_max_readahead(MAX_REQUEST) {
@@ -150,6 +220,7 @@ impl fuser::Filesystem for Adapter {
         }
         tracing::info!(
             parallel_dirops = self.parallel_dirops,
+            passthrough,
             atomic_o_trunc = config
                 .capabilities()
                 .contains(InitFlags::FUSE_ATOMIC_O_TRUNC),
@@ -335,7 +406,7 @@ impl fuser::Filesystem for Adapter {
             .rt
             .block_on(self.fs.open_from(ino.0, flags, origin(req)))
         {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(o.keep_cache)),
+            Ok(o) => self.reply_open(ino.0, o, reply),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -396,14 +467,18 @@ impl fuser::Filesystem for Adapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: FuseOpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.rt.block_on(self.fs.release(fh.0));
+        let (r, closed) = self.rt.block_on(self.fs.release_io(fh.0));
+        if closed.is_some() {
+            // The inode's last passthrough open: dropping closes the backing.
+            self.backings.lock().remove(&ino.0);
+        }
         self.empty(reply, r);
     }
 

@@ -75,6 +75,9 @@ pub struct LoopSettings {
     pub parallel_dirops: bool,
     /// The kernel read-ahead for this mount, in KiB (its default is 128).
     pub read_ahead_kb: Option<u32>,
+    /// Let the kernel read wholly cached files straight from the cache
+    /// (FUSE passthrough, Linux 6.9 and later).
+    pub passthrough: bool,
 }
 
 /// Checks that `mountpoint` can take a new mount.
@@ -122,7 +125,13 @@ pub fn serve(
     // Requests taken from a cloned fd die with the process instead of being
     // resent after a crash, so every thread reads the one shared fd.
     config.clone_fd = false;
-    let adapter = Adapter::new(fs, rt, opts.clone(), settings.parallel_dirops);
+    let adapter = Adapter::new(
+        fs,
+        rt,
+        opts.clone(),
+        settings.parallel_dirops,
+        settings.passthrough,
+    );
     let session = match conn {
         Connection::Mount => {
             check_mount_point(mountpoint)?;

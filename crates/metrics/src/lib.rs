@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 pub use metrics::{counter, gauge, histogram};
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// Metric names. Labels are given in each constant's documentation.
 pub mod names {
     /// FUSE requests answered, by `op`.
@@ -53,6 +56,23 @@ pub mod names {
     pub const RECOVERIES: &str = "weir_recoveries_total";
     /// Seconds from a daemon's death to its replacement serving, for takeovers.
     pub const RECOVERY_PAUSE_SECONDS: &str = "weir_recovery_pause_seconds";
+
+    /// 1 while the cluster client's watch on etcd is live, else 0.
+    pub const CLUSTER_ETCD_CONNECTED: &str = "weir_cluster_etcd_connected";
+    /// Nodes registered in the cluster, as this node sees them.
+    pub const CLUSTER_MEMBERS: &str = "weir_cluster_members";
+    /// Entries in the mount table being served.
+    pub const CLUSTER_MOUNTS: &str = "weir_cluster_mounts";
+    /// Path changes this node announced to the cluster.
+    pub const CLUSTER_EVENTS_PUBLISHED: &str = "weir_cluster_events_published_total";
+    /// Path changes received from other nodes.
+    pub const CLUSTER_EVENTS_RECEIVED: &str = "weir_cluster_events_received_total";
+    /// Path changes this node could not announce one by one (etcd out of reach
+    /// too long) and replaced by one "drop everything" announcement.
+    pub const CLUSTER_EVENTS_DROPPED: &str = "weir_cluster_events_dropped_total";
+    /// Signals that this node may have missed changes, by `reason`
+    /// (`reconnected`, `compacted`, `peer_overflow`, `lagged`).
+    pub const CLUSTER_MISSED_EVENTS: &str = "weir_cluster_missed_events_total";
 }
 
 /// Why the metrics endpoint could not start.
@@ -127,5 +147,27 @@ pub fn describe() {
     describe_histogram!(
         RECOVERY_PAUSE_SECONDS,
         "Seconds from a daemon's death to its replacement serving"
+    );
+    describe_gauge!(
+        CLUSTER_ETCD_CONNECTED,
+        "1 while the watch on etcd is live, else 0"
+    );
+    describe_gauge!(CLUSTER_MEMBERS, "Nodes registered in the cluster");
+    describe_gauge!(CLUSTER_MOUNTS, "Entries in the mount table being served");
+    describe_counter!(
+        CLUSTER_EVENTS_PUBLISHED,
+        "Path changes this node announced to the cluster"
+    );
+    describe_counter!(
+        CLUSTER_EVENTS_RECEIVED,
+        "Path changes received from other nodes"
+    );
+    describe_counter!(
+        CLUSTER_EVENTS_DROPPED,
+        "Path changes replaced by one drop-everything announcement"
+    );
+    describe_counter!(
+        CLUSTER_MISSED_EVENTS,
+        "Signals that this node may have missed changes, by reason"
     );
 }

@@ -117,7 +117,9 @@ impl MountGuard {
 
     /// The PID of the daemon serving now (it changes after a takeover).
     pub fn pid(&self) -> Option<i32> {
-        read_pid(&self.cache_dir.join("weir.pid")).or(self.pid)
+        read_pid(&self.cache_dir.join("session/daemon.pid"))
+            .or_else(|| read_pid(&self.cache_dir.join("weir.pid")))
+            .or(self.pid)
     }
 
     /// The supervisor's PID.

@@ -11,13 +11,15 @@ mod local;
 pub mod uri;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use tokio::io::AsyncReadExt;
+use weir_metrics::names;
 
 pub use error::{Result, UfsError};
 
@@ -118,6 +120,8 @@ impl Default for Tuning {
 pub struct Ufs {
     op: Operator,
     uri: String,
+    /// The `scheme` label of this UFS's metrics (`file`, `s3`, `gcs`, ...).
+    scheme: &'static str,
     local_root: Option<PathBuf>,
     tuning: Tuning,
 }
@@ -165,9 +169,36 @@ impl Ufs {
         Ok(Ufs {
             op,
             uri: uri::redact(uri),
+            scheme: metric_scheme(target.scheme),
             local_root,
             tuning,
         })
+    }
+
+    /// Runs one UFS call and records it: a request, its latency, and a
+    /// failure unless it is "not found", which is an answer (a negative
+    /// lookup), not a fault of the storage.
+    async fn observed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let result = call.await;
+        let labels = [("op", op), ("scheme", self.scheme)];
+        metrics::counter!(names::UFS_REQUESTS, &labels).increment(1);
+        metrics::histogram!(names::UFS_SECONDS, &labels).record(start.elapsed().as_secs_f64());
+        if let Err(e) = &result
+            && !e.is_not_found()
+        {
+            metrics::counter!(names::UFS_ERRORS, &labels).increment(1);
+        }
+        result
+    }
+
+    /// Records `bytes` moved to or from the storage by `op`.
+    fn moved(&self, op: &'static str, bytes: u64) {
+        metrics::counter!(names::UFS_BYTES, "op" => op, "scheme" => self.scheme).increment(bytes);
     }
 
     /// The URI, without credentials.
@@ -185,28 +216,34 @@ impl Ufs {
         if self.is_local() {
             return self.list("").await.map(|_| ());
         }
-        let mut lister = self
-            .op
-            .lister_with("/")
-            .await
-            .map_err(|e| UfsError::from_dal(&self.uri, e))?;
-        use futures::TryStreamExt;
-        lister
-            .try_next()
-            .await
-            .map_err(|e| UfsError::from_dal(&self.uri, e))?;
-        Ok(())
+        self.observed("check", async {
+            let mut lister = self
+                .op
+                .lister_with("/")
+                .await
+                .map_err(|e| UfsError::from_dal(&self.uri, e))?;
+            use futures::TryStreamExt;
+            lister
+                .try_next()
+                .await
+                .map_err(|e| UfsError::from_dal(&self.uri, e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Attributes of `path`; [`UfsError::NotFound`] if nothing is there.
     pub async fn stat(&self, path: &str) -> Result<Stat> {
-        if let Some(root) = &self.local_root {
-            return local::stat(root, path).await;
-        }
-        if path.is_empty() {
+        if path.is_empty() && !self.is_local() {
             return Ok(Stat::dir());
         }
-        self.object_stat(path).await
+        self.observed("stat", async {
+            match &self.local_root {
+                Some(root) => local::stat(root, path).await,
+                None => self.object_stat(path).await,
+            }
+        })
+        .await
     }
 
     /// Object stores have no directories, only keys and prefixes, so a
@@ -250,6 +287,11 @@ impl Ufs {
 
     /// Whether `path` is a symlink stored as an object, and its target.
     pub async fn object_symlink_target(&self, path: &str) -> Result<Option<String>> {
+        self.observed("readlink", self.object_symlink_target_unobserved(path))
+            .await
+    }
+
+    async fn object_symlink_target_unobserved(&self, path: &str) -> Result<Option<String>> {
         let m = self
             .op
             .stat(path)
@@ -272,6 +314,10 @@ impl Ufs {
 
     /// The children of directory `dir`.
     pub async fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+        self.observed("list", self.list_unobserved(dir)).await
+    }
+
+    async fn list_unobserved(&self, dir: &str) -> Result<Vec<Entry>> {
         if let Some(root) = &self.local_root {
             return local::list(root, dir).await;
         }
@@ -320,15 +366,23 @@ impl Ufs {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        if let Some(root) = &self.local_root {
-            local::confine(root, path).await?;
-        }
-        let mut req = self.op.read_with(path).range(offset..offset + len);
-        if let Some(tag) = if_match.filter(|_| self.op.info().capability().read_with_if_match) {
-            req = req.if_match(tag);
-        }
-        let buf = req.await.map_err(|e| UfsError::from_dal(path, e))?;
-        Ok(buf.to_bytes())
+        let data = self
+            .observed("read", async {
+                if let Some(root) = &self.local_root {
+                    local::confine(root, path).await?;
+                }
+                let mut req = self.op.read_with(path).range(offset..offset + len);
+                if let Some(tag) =
+                    if_match.filter(|_| self.op.info().capability().read_with_if_match)
+                {
+                    req = req.if_match(tag);
+                }
+                let buf = req.await.map_err(|e| UfsError::from_dal(path, e))?;
+                Ok(buf.to_bytes())
+            })
+            .await?;
+        self.moved("read", data.len() as u64);
+        Ok(data)
     }
 
     /// Uploads the local file `src` to `path`, replacing what was there.
@@ -336,9 +390,16 @@ impl Ufs {
     /// a multipart upload that only completes at the end, local directories
     /// use a rename.
     pub async fn upload(&self, path: &str, src: &Path) -> Result<Stat> {
+        self.observed("upload", self.send_file(path, src)).await?;
+        let stat = self.stat(path).await?;
+        self.moved("upload", stat.size);
+        Ok(stat)
+    }
+
+    /// The upload itself, without the stat that reports the new version.
+    async fn send_file(&self, path: &str, src: &Path) -> Result<()> {
         if let Some(root) = &self.local_root {
-            local::write_atomic(root, path, local::Content::File(src.to_path_buf())).await?;
-            return self.stat(path).await;
+            return local::write_atomic(root, path, local::Content::File(src.to_path_buf())).await;
         }
         let mut file = tokio::fs::File::open(src)
             .await
@@ -371,55 +432,70 @@ impl Ufs {
             .close()
             .await
             .map_err(|e| UfsError::from_dal(path, e))?;
-        self.stat(path).await
+        Ok(())
     }
 
     /// Writes a small object in one request.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::write_atomic(root, path, local::Content::Bytes(data)).await;
-        }
-        self.op
-            .write(path, data)
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))?;
+        let len = data.len() as u64;
+        self.observed("put", async {
+            if let Some(root) = &self.local_root {
+                return local::write_atomic(root, path, local::Content::Bytes(data)).await;
+            }
+            self.op
+                .write(path, data)
+                .await
+                .map_err(|e| UfsError::from_dal(path, e))?;
+            Ok(())
+        })
+        .await?;
+        self.moved("put", len);
         Ok(())
     }
 
     /// Deletes the file at `path`.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::remove_file(root, path).await;
-        }
-        self.op
-            .delete(path)
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))
+        self.observed("delete", async {
+            if let Some(root) = &self.local_root {
+                return local::remove_file(root, path).await;
+            }
+            self.op
+                .delete(path)
+                .await
+                .map_err(|e| UfsError::from_dal(path, e))
+        })
+        .await
     }
 
     /// Creates directory `path` (a marker object on object stores).
     pub async fn create_dir(&self, path: &str) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::create_dir(root, path).await;
-        }
-        self.op
-            .create_dir(&format!("{path}/"))
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))
+        self.observed("create_dir", async {
+            if let Some(root) = &self.local_root {
+                return local::create_dir(root, path).await;
+            }
+            self.op
+                .create_dir(&format!("{path}/"))
+                .await
+                .map_err(|e| UfsError::from_dal(path, e))
+        })
+        .await
     }
 
     /// Removes the empty directory `path`.
     pub async fn remove_dir(&self, path: &str) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::remove_dir(root, path).await;
-        }
-        if !self.list(path).await?.is_empty() {
-            return Err(UfsError::NotEmpty(path.to_string()));
-        }
-        self.op
-            .delete(&format!("{path}/"))
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))
+        self.observed("remove_dir", async {
+            if let Some(root) = &self.local_root {
+                return local::remove_dir(root, path).await;
+            }
+            if !self.list(path).await?.is_empty() {
+                return Err(UfsError::NotEmpty(path.to_string()));
+            }
+            self.op
+                .delete(&format!("{path}/"))
+                .await
+                .map_err(|e| UfsError::from_dal(path, e))
+        })
+        .await
     }
 
     /// Renames a file or a directory. On a local directory this is one
@@ -427,13 +503,16 @@ impl Ufs {
     /// and a directory is moved object by object, so a crash in the middle can
     /// leave objects under both names (never a lost one).
     pub async fn rename(&self, from: &str, to: &str, kind: Kind) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::rename(root, from, to).await;
-        }
-        match kind {
-            Kind::Dir => self.rename_prefix(from, to).await,
-            _ => self.copy_then_delete(from, to).await,
-        }
+        self.observed("rename", async {
+            if let Some(root) = &self.local_root {
+                return local::rename(root, from, to).await;
+            }
+            match kind {
+                Kind::Dir => self.rename_prefix(from, to).await,
+                _ => self.copy_then_delete(from, to).await,
+            }
+        })
+        .await
     }
 
     async fn copy_then_delete(&self, from: &str, to: &str) -> Result<()> {
@@ -499,26 +578,41 @@ impl Ufs {
 
     /// Creates a symlink at `path` pointing at `target`.
     pub async fn symlink(&self, path: &str, target: &str) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            return local::symlink(root, path, target).await;
-        }
-        let meta = [(SYMLINK_META_KEY.to_string(), "1".to_string())];
-        self.op
-            .write_with(path, Bytes::copy_from_slice(target.as_bytes()))
-            .user_metadata(meta)
-            .await
-            .map_err(|e| UfsError::from_dal(path, e))?;
-        Ok(())
+        self.observed("symlink", async {
+            if let Some(root) = &self.local_root {
+                return local::symlink(root, path, target).await;
+            }
+            let meta = [(SYMLINK_META_KEY.to_string(), "1".to_string())];
+            self.op
+                .write_with(path, Bytes::copy_from_slice(target.as_bytes()))
+                .user_metadata(meta)
+                .await
+                .map_err(|e| UfsError::from_dal(path, e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// The target of the symlink at `path`.
     pub async fn readlink(&self, path: &str) -> Result<String> {
-        if let Some(root) = &self.local_root {
-            return local::readlink(root, path).await;
-        }
-        self.object_symlink_target(path)
-            .await?
-            .ok_or_else(|| UfsError::Unsupported(format!("{path} is not a symlink")))
+        self.observed("readlink", async {
+            if let Some(root) = &self.local_root {
+                return local::readlink(root, path).await;
+            }
+            self.object_symlink_target_unobserved(path)
+                .await?
+                .ok_or_else(|| UfsError::Unsupported(format!("{path} is not a symlink")))
+        })
+        .await
+    }
+}
+
+/// The `scheme` label for an OpenDAL scheme: what users write in the URI
+/// (`file`, not OpenDAL's `fs`).
+fn metric_scheme(dal_scheme: &'static str) -> &'static str {
+    match dal_scheme {
+        "fs" => "file",
+        other => other,
     }
 }
 
@@ -609,6 +703,84 @@ mod tests {
             Err(UfsError::Escape(_))
         ));
         assert!(matches!(ufs.list("evil").await, Err(UfsError::Escape(_))));
+    }
+
+    /// Runs `f` on a current-thread runtime under a capturing recorder, so
+    /// every metric the UFS records lands in the result.
+    fn recorded<F: std::future::Future<Output = ()>>(
+        f: impl FnOnce() -> F,
+    ) -> weir_metrics::testing::Recorded {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        weir_metrics::testing::capture(|| rt.block_on(f())).1
+    }
+
+    #[test]
+    fn calls_are_counted_timed_and_sized_per_op_and_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("evil")).unwrap();
+        let ufs = local(dir.path());
+        let rec = recorded(|| async {
+            ufs.put("a", Bytes::from_static(b"hello")).await.unwrap();
+            assert_eq!(ufs.read("a", 1, 3, None).await.unwrap().len(), 3);
+            assert!(ufs.stat("missing").await.unwrap_err().is_not_found());
+            assert!(ufs.stat("evil/x").await.is_err());
+            ufs.list("").await.unwrap();
+            ufs.rename("a", "b", Kind::File).await.unwrap();
+            ufs.delete("b").await.unwrap();
+        });
+        let file = |op| [("op", op), ("scheme", "file")];
+        for op in ["put", "read", "list", "rename", "delete"] {
+            assert_eq!(rec.counter(names::UFS_REQUESTS, &file(op)), 1, "{op}");
+            assert_eq!(
+                rec.histogram(names::UFS_SECONDS, &file(op)).len(),
+                1,
+                "{op}"
+            );
+        }
+        assert_eq!(rec.counter(names::UFS_REQUESTS, &file("stat")), 2);
+        assert_eq!(
+            rec.counter(names::UFS_ERRORS, &file("stat")),
+            1,
+            "the escape is an error, the missing file an answer"
+        );
+        assert_eq!(rec.counter(names::UFS_ERRORS, &[]), 1);
+        assert_eq!(rec.counter(names::UFS_BYTES, &file("put")), 5);
+        assert_eq!(rec.counter(names::UFS_BYTES, &file("read")), 3);
+    }
+
+    #[test]
+    fn uploads_count_their_bytes_and_the_stat_that_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, vec![1u8; 1000]).unwrap();
+        let ufs = local(dir.path());
+        let rec = recorded(|| async {
+            ufs.upload("up.bin", &src).await.unwrap();
+        });
+        let file = |op| [("op", op), ("scheme", "file")];
+        assert_eq!(rec.counter(names::UFS_REQUESTS, &file("upload")), 1);
+        assert_eq!(rec.counter(names::UFS_REQUESTS, &file("stat")), 1);
+        assert_eq!(rec.counter(names::UFS_BYTES, &file("upload")), 1000);
+    }
+
+    #[test]
+    fn object_stores_are_labelled_by_their_scheme() {
+        assert_eq!(metric_scheme("fs"), "file");
+        assert_eq!(metric_scheme("s3"), "s3");
+        let ufs = Ufs::open(
+            "s3://bucket/p",
+            &BTreeMap::from([
+                ("endpoint".to_string(), "http://127.0.0.1:1".to_string()),
+                ("region".to_string(), "us-east-1".to_string()),
+            ]),
+            Tuning::default(),
+        )
+        .unwrap();
+        assert_eq!(ufs.scheme, "s3");
     }
 
     #[test]

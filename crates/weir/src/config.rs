@@ -45,6 +45,8 @@ pub struct CacheSection {
     pub memory: ByteSize,
     /// Most bytes read ahead of a sequential reader.
     pub readahead: ByteSize,
+    /// Most bytes one storage request fetches for read-ahead.
+    pub fetch_size: ByteSize,
 }
 
 impl Default for CacheSection {
@@ -55,6 +57,7 @@ impl Default for CacheSection {
             page_size: ByteSize::mib(1),
             memory: ByteSize::b(0),
             readahead: ByteSize::mib(32),
+            fetch_size: ByteSize::mib(8),
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct FuseSection {
     pub threads: usize,
     /// Kernel read-ahead of the mount in KiB (the kernel's default is 128).
     pub read_ahead_kb: u32,
+    /// Let the kernel read wholly cached files straight from the cache.
+    pub passthrough: bool,
     /// How often the supervisor checks that the mount answers (0: never).
     #[serde(deserialize_with = "duration")]
     pub probe_interval: Duration,
@@ -110,6 +115,7 @@ impl Default for FuseSection {
             parallel_dirops: false,
             threads: 16,
             read_ahead_kb: 1024,
+            passthrough: true,
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(30),
         }
@@ -224,6 +230,15 @@ impl Config {
         }
         if self.cache.readahead.as_u64() > 1 << 30 {
             bail!("cache.readahead must be at most 1GiB");
+        }
+        if self.cache.fetch_size < self.cache.page_size
+            || self.cache.fetch_size.as_u64() > 256 << 20
+        {
+            bail!(
+                "cache.fetch_size must be between one page ({}) and 256MiB, not {}",
+                self.cache.page_size,
+                self.cache.fetch_size
+            );
         }
         Ok(())
     }

@@ -101,6 +101,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     fs_cfg.kernel_cache = opts.kernel_cache;
     fs_cfg.metadata_ttl = config.metadata.ttl;
     fs_cfg.readahead_pages = config.cache.readahead.as_u64() / page_size;
+    fs_cfg.fetch_pages = config.cache.fetch_size.as_u64() / page_size;
     fs_cfg.uid = nix::unistd::getuid().as_raw();
     fs_cfg.gid = nix::unistd::getgid().as_raw();
     let session_dir = args
@@ -133,6 +134,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
         settings: LoopSettings {
             threads,
             parallel_dirops: config.fuse.parallel_dirops,
+            passthrough: config.fuse.passthrough,
             read_ahead_kb: Some(config.fuse.read_ahead_kb),
         },
         mountpoint: args.mountpoint.clone(),

@@ -229,6 +229,7 @@ fn set_size(size: u64) -> SetAttr {
 }
 
 mod model;
+mod passthrough;
 mod read_path;
 mod semantics;
 mod takeover;

@@ -307,3 +307,37 @@ proptest::proptest! {
         }));
     }
 }
+
+/// Sequential reads fetch runs of pages with one UFS request each: a
+/// 40-page file in at most 8-page requests takes a handful, not 40.
+#[test]
+fn read_ahead_fetches_runs_of_pages_per_request() {
+    let e = env_with(&["/"], |c| {
+        c.readahead_pages = 16;
+        c.fetch_pages = 8;
+    });
+    let data = pattern(40 * PAGE as usize, 3);
+    std::fs::write(e.root().join("big"), &data).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (got, rec) = weir_metrics::testing::capture(|| {
+        rt.block_on(async {
+            let attr = e.fs.lookup(ROOT_INO, "big").await.unwrap();
+            let o = e.fs.open(attr.ino, RO).await.unwrap();
+            let got = read_fh(&e.fs, o.fh).await.unwrap();
+            e.fs.release(o.fh).await.unwrap();
+            got
+        })
+    });
+    assert!(got == data);
+    let reads = rec.counter(
+        weir_metrics::names::UFS_REQUESTS,
+        &[("op", "read"), ("scheme", "file")],
+    );
+    assert!(
+        (5..=12).contains(&reads),
+        "{reads} read requests for 40 pages in runs of at most 8"
+    );
+}
