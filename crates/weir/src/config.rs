@@ -161,6 +161,27 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 impl Config {
     /// Loads `file` (or the defaults) and applies `--set` overrides.
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
+        Ok(Config::load_with_text(file, sets)?.0)
+    }
+
+    /// Like [`Config::load`], and also gives the merged document (file plus
+    /// `--set`) as YAML, for a daemon that should run with exactly it.
+    pub fn load_with_text(
+        file: Option<&Path>,
+        sets: &[String],
+    ) -> anyhow::Result<(Config, String)> {
+        let doc = Config::document(file, sets)?;
+        let text = serde_yaml_ng::to_string(&doc).context("cannot write the config as YAML")?;
+        let what = file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "--set".into());
+        let config: Config =
+            serde_yaml_ng::from_value(doc).map_err(|e| anyhow::anyhow!("config {what}: {e}"))?;
+        config.validate()?;
+        Ok((config, text))
+    }
+
+    fn document(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Value> {
         let mut doc = match file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
@@ -180,13 +201,7 @@ impl Config {
         for set in sets {
             apply_set(&mut doc, set)?;
         }
-        let what = file
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "--set".into());
-        let config: Config =
-            serde_yaml_ng::from_value(doc).map_err(|e| anyhow::anyhow!("config {what}: {e}"))?;
-        config.validate()?;
-        Ok(config)
+        Ok(doc)
     }
 
     /// Refuses settings weir cannot honour, instead of ignoring them.
@@ -322,6 +337,19 @@ mod tests {
         assert!(load_str("", &["fuse.random_writez=true"]).is_err());
         assert!(load_str("", &["novalue"]).is_err());
         assert!(load_str("", &["fuse.threads.x=1"]).is_err());
+    }
+
+    #[test]
+    fn the_merged_text_reloads_to_the_same_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("weir.yaml");
+        std::fs::write(&f, "fuse: {threads: 4}\n").unwrap();
+        let sets = vec!["fuse.symlinks=true".to_string()];
+        let (config, text) = Config::load_with_text(Some(&f), &sets).unwrap();
+        let again = dir.path().join("merged.yaml");
+        std::fs::write(&again, text).unwrap();
+        assert_eq!(Config::load(Some(&again), &[]).unwrap(), config);
+        assert!(config.fuse.symlinks && config.fuse.threads == 4);
     }
 
     #[test]
