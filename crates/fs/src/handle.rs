@@ -195,6 +195,7 @@ impl Fs {
         let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
         if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
+            self.settle_passthrough(ino).await;
         }
         let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref())?;
         let fh = self.new_fh();

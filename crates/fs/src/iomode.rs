@@ -90,6 +90,27 @@ impl Fs {
         self.inner.io.enabled.load(Ordering::Relaxed)
     }
 
+    /// Before an open for writing: the kernel sends RELEASE after close(2)
+    /// has returned, so a writer that follows a reader's close can arrive
+    /// before the close does. Give passthrough opens of `ino` a moment to
+    /// go before the writer is refused.
+    pub(crate) async fn settle_passthrough(&self, ino: u64) {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+        let start = std::time::Instant::now();
+        while self.is_passed_through(ino) && start.elapsed() < PATIENCE {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn is_passed_through(&self, ino: u64) -> bool {
+        self.inner
+            .io
+            .nodes
+            .lock()
+            .get(&ino)
+            .is_some_and(|n| n.through.is_some())
+    }
+
     /// Decides the mode of a new open of `ino` reading `src`.
     pub(crate) fn choose_mode(
         &self,
