@@ -151,8 +151,10 @@ impl Fs {
                 return Ok(data);
             }
         }
+        // A read-only open made while another handle writes a new file:
+        // nothing of it is published yet, so there is nothing to read.
         let Some(reader) = handle.reader.as_ref() else {
-            return Err(FsError::new(libc::EBADF, "handle has nothing to read"));
+            return Ok(Bytes::new());
         };
         let src = &reader.src;
         if offset >= src.size || size == 0 {
