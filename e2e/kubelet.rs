@@ -298,7 +298,7 @@ fn two_volumes_share_one_fuse_process_and_a_plugin_restart_leaks_nothing() {
             &w,
             "p1",
             &tx,
-            "while :; do cat /vol/f > /out/last || echo ERR >> /out/errors; sleep 0.05; done",
+            "while :; do if cat /vol/f > /out/last.tmp; then mv /out/last.tmp /out/last; else echo ERR >> /out/errors; fi; sleep 0.05; done",
         );
         let published = w.mounts();
         // Restart with SIGTERM, then with SIGKILL: each time the daemon is
