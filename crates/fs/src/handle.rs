@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use weir_cache::ObjectKey;
+use weir_namespace::Mount;
 use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
@@ -121,12 +122,12 @@ impl Fs {
         h
     }
 
-    fn source(&self, path: &str, mount: usize, rel: &str, stat: &Stat) -> Source {
+    pub(crate) fn source(&self, path: &str, mount: &Arc<Mount>, rel: &str, stat: &Stat) -> Source {
         let version = stat.version();
-        let ufs = &self.inner.table.mount(mount).ufs;
+        let ufs = &mount.ufs;
         Source {
             path: path.to_string(),
-            mount,
+            mount: mount.clone(),
             rel: rel.to_string(),
             size: stat.size,
             key: ObjectKey::new(ufs.uri(), rel, &version),
@@ -165,10 +166,12 @@ impl Fs {
             Some(stat.clone())
         };
         let backing = match backing {
-            Some(b) => Some(self.pinned(&path, mount, &rel, b).await?),
+            Some(b) => Some(self.pinned(&path, &mount, &rel, b).await?),
             None => None,
         };
-        let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
+        let src = backing
+            .as_ref()
+            .map(|b| self.source(&path, &mount, &rel, b));
         let fh = self.new_fh();
         let writer = if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
@@ -188,7 +191,7 @@ impl Fs {
                 None
             };
             Some(tokio::sync::Mutex::new(
-                self.new_writer(fh, &path, mount, &rel, fresh, base)?,
+                self.new_writer(fh, &path, &mount, &rel, fresh, base)?,
             ))
         } else {
             None
@@ -234,8 +237,14 @@ impl Fs {
     /// without a version tag while a HEAD gives one; the version must not
     /// depend on which of them filled the cache, or one object would be
     /// cached twice, so a remote file without an etag is stat'ed afresh.
-    async fn pinned(&self, path: &str, mount: usize, rel: &str, stat: Stat) -> Result<Stat> {
-        let ufs = &self.inner.table.mount(mount).ufs;
+    pub(crate) async fn pinned(
+        &self,
+        path: &str,
+        mount: &Mount,
+        rel: &str,
+        stat: Stat,
+    ) -> Result<Stat> {
+        let ufs = &mount.ufs;
         if stat.etag.is_some() || ufs.is_local() {
             return Ok(stat);
         }
@@ -305,7 +314,7 @@ impl Fs {
         }
         let (mount, rel) = self.ufs_of(&path)?;
         let fh = self.new_fh();
-        let writer = self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None)?;
+        let writer = self.new_writer(fh, &path, &mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
         let (mode, held) = self.choose_mode(ino, true, None);
         let handle = FileHandle {
@@ -430,7 +439,7 @@ impl Fs {
             return Ok(());
         }
         let (mount, rel) = self.ufs_of(path)?;
-        let base = (size != 0).then(|| self.source(path, mount, &rel, &stat));
+        let base = (size != 0).then(|| self.source(path, &mount, &rel, &stat));
         let fresh = if size == 0 {
             Fresh::Truncated
         } else {
@@ -438,7 +447,7 @@ impl Fs {
         };
         // A writer of no handle (0): a crash mid-way lets the resent SETATTR
         // do it all again.
-        let mut w = self.new_writer(0, path, mount, &rel, fresh, base)?;
+        let mut w = self.new_writer(0, path, &mount, &rel, fresh, base)?;
         let result = self.truncate_handle(&mut w, size).await;
         let finished = self.finish_writer(&mut w).await;
         result.and(finished)
