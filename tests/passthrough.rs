@@ -25,6 +25,7 @@ fn reads_without_daemon(guard: &MountGuard, f: &std::fs::File, data: &[u8]) -> b
     let want = data.to_vec();
     let (tx, rx) = mpsc::channel();
     signal(pid, libc::SIGSTOP);
+    wait_stopped(pid);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; want.len()];
         let ok = f.read_exact_at(&mut buf, 0).is_ok() && buf == want;
@@ -39,6 +40,29 @@ fn reads_without_daemon(guard: &MountGuard, f: &std::fs::File, data: &[u8]) -> b
             let _ = rx.recv_timeout(Duration::from_secs(30));
             false
         }
+    }
+}
+
+/// Waits until every thread of `pid` is stopped: kill(2) returns before
+/// they are, and a thread still running could answer the read.
+fn wait_stopped(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with(['T', 't']))
+                    })
+                })
+            })
+            .unwrap_or(true);
+        if all || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -108,4 +132,25 @@ fn a_file_read_by_the_kernel_is_never_evicted_under_it() {
     let gb = guard.join("b.bin");
     let again = timed(LIMIT, move || std::fs::read(gb).unwrap());
     assert!(again == b);
+}
+
+#[test]
+fn a_writer_of_a_passed_through_file_is_refused_until_its_readers_close() {
+    let env = Env::new(Backend::File);
+    let data = pattern(2 << 20, 5);
+    env.put("f.bin", &data);
+    let guard = env.mount(&[]);
+    let reader = passed_through(&guard, "f.bin", &data, 20).expect("passed through");
+    let path = guard.join("f.bin");
+    let refused = {
+        let path = path.clone();
+        timed(LIMIT, move || std::fs::write(path, b"new"))
+    };
+    assert_errno(refused, libc::ETXTBSY);
+    let mut buf = vec![0u8; data.len()];
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf == data, "the reader reads on");
+    drop(reader);
+    timed(LIMIT, move || std::fs::write(path, b"new").unwrap());
+    assert_eq!(env.get("f.bin").unwrap(), b"new");
 }

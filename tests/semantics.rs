@@ -24,6 +24,7 @@ const TESTED: &[&str] = &[
     "statfs",
     "parallel-dirops",
     "write-cache",
+    "passthrough",
 ];
 
 #[test]
@@ -94,6 +95,19 @@ fn namespace(b: Backend) {
         assert_eq!(env.get("e/g").unwrap(), b"hh");
         assert_eq!(names(&m), vec!["e"]);
         assert_errno(fs::remove_file(m.join("e/nope")), libc::ENOENT);
+        let big = pattern(3 << 20, 33);
+        fs::write(m.join("e/big"), &big).unwrap();
+        let mut held = File::open(m.join("e/big")).unwrap();
+        let mut head = [0u8; 10];
+        std::io::Read::read_exact(&mut held, &mut head).unwrap();
+        fs::remove_file(m.join("e/big")).unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut held, &mut rest).unwrap();
+        assert!(
+            head[..] == big[..10] && rest[..] == big[10..],
+            "an open file outlives its name"
+        );
+        drop(held);
         fs::remove_file(m.join("e/g")).unwrap();
         assert!(env.get("e/g").is_none());
         fs::remove_dir(m.join("e")).unwrap();
@@ -434,3 +448,52 @@ fn write_cache(b: Backend) {
     assert!(err.contains("write_cache.enabled"), "{err}");
 }
 on_both!(write_cache);
+
+/// Opens `path` for reading until an open of it holds the file through
+/// passthrough (the check of a wholly cached file runs in the background),
+/// as a writer being refused shows; returns that reader.
+fn hold_through_passthrough(path: &Path) -> Option<File> {
+    for _ in 0..100 {
+        let r = File::open(path).unwrap();
+        // An open for writing without O_TRUNC changes nothing by itself.
+        match OpenOptions::new().write(true).open(path) {
+            Err(e) if errno(&e) == libc::ETXTBSY => return Some(r),
+            Err(e) => panic!("unexpected {e}"),
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    None
+}
+
+fn passthrough(b: Backend) {
+    with_mount(b, &[], |m, env| {
+        let data = pattern(2 << 20, 21);
+        env.put("p.bin", &data);
+        let p = m.join("p.bin");
+        assert_eq!(fs::read(&p).unwrap(), data, "read whole once: cached");
+        let reader = hold_through_passthrough(&p).expect("a reader held the file");
+        let mut buf = vec![0u8; data.len()];
+        reader.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, data, "same bytes");
+        assert_errno(fs::write(&p, b"x"), libc::ETXTBSY);
+        drop(reader);
+        fs::write(&p, b"x").unwrap();
+        assert_eq!(
+            env.get("p.bin").unwrap(),
+            b"x",
+            "a writer once the readers closed"
+        );
+    });
+    // Without the switch, a writer beside a reader is never refused.
+    with_mount(b, &["--set", "fuse.passthrough=false"], |m, env| {
+        let data = pattern(1 << 20, 22);
+        env.put("p.bin", &data);
+        let p = m.join("p.bin");
+        assert_eq!(fs::read(&p).unwrap(), data);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _reader = File::open(&p).unwrap();
+        fs::write(&p, b"y").unwrap();
+        assert_eq!(env.get("p.bin").unwrap(), b"y");
+    });
+}
+on_both!(passthrough);

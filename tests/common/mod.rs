@@ -177,3 +177,4 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+pub mod csi;

@@ -190,6 +190,7 @@ impl Fs {
         let (mount, rel) = self.ufs_of(&path)?;
         let was_pending = self.inner.pending.stat(&path).is_some();
         self.unlink_writers(&path).await;
+        self.keep_open_readers(&path, false).await;
         match mount.ufs.delete(&rel).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() && was_pending => {}
@@ -291,12 +292,16 @@ impl Fs {
                 }
                 // The replaced file is gone: its open writers must not
                 // upload over the file renamed into its place.
-                _ => self.unlink_writers(&to).await,
+                _ => {
+                    self.unlink_writers(&to).await;
+                    self.keep_open_readers(&to, false).await;
+                }
             },
             Err(e) if e.errno() == libc::ENOENT => {}
             Err(e) => return Err(e),
         }
         self.move_writers(&from, &to).await?;
+        self.keep_open_readers(&from, src.kind == Kind::Dir).await;
         let result = ufs.rename(&from_rel, &to_rel, src.kind).await;
         for p in [&from, &to] {
             self.invalidate(p);

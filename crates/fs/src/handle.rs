@@ -31,6 +31,8 @@ pub(crate) struct FileHandle {
     pub ino: u64,
     /// The I/O mode it holds on that node.
     pub io: parking_lot::Mutex<Held>,
+    /// Its version is pinned in the cache because its name went away.
+    pub kept: std::sync::atomic::AtomicBool,
 }
 
 /// An open directory: a snapshot of its entries, taken at opendir, or at
@@ -48,6 +50,28 @@ pub(crate) struct DirHandle {
 pub(crate) enum Handle {
     File(Arc<FileHandle>),
     Dir(Arc<DirHandle>),
+}
+
+impl FileHandle {
+    /// A handle opened now by `origin` on node `ino`, holding I/O mode `held`.
+    pub(crate) fn new(
+        ino: u64,
+        reader: Option<Reader>,
+        writer: Option<Writer>,
+        origin: Origin,
+        held: Held,
+    ) -> Self {
+        FileHandle {
+            reader,
+            writer: writer.map(tokio::sync::Mutex::new),
+            opener: origin.pid.into(),
+            broken: None,
+            unique: origin.unique,
+            ino,
+            io: parking_lot::Mutex::new(held),
+            kept: Default::default(),
+        }
+    }
 }
 
 impl Handle {
@@ -172,9 +196,42 @@ impl Fs {
         let src = backing
             .as_ref()
             .map(|b| self.source(&path, &mount, &rel, b));
-        let fh = self.new_fh();
-        let writer = if flags.write {
+        if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
+            self.settle_passthrough(ino).await;
+        }
+        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref())?;
+        let fh = self.new_fh();
+        let writer = match self.open_writer(fh, &path, &mount, &rel, flags, &backing, &src) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
+        };
+        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
+        let handle = FileHandle::new(ino, src.map(Reader::new), writer, origin, held);
+        self.add_handle(fh, Handle::File(Arc::new(handle)));
+        Ok(Opened {
+            fh,
+            keep_cache,
+            mode,
+        })
+    }
+
+    /// The writer of an open for writing, if it is one.
+    #[allow(clippy::too_many_arguments)]
+    fn open_writer(
+        &self,
+        fh: u64,
+        path: &str,
+        mount: &Arc<Mount>,
+        rel: &str,
+        flags: OpenFlags,
+        backing: &Option<Stat>,
+        src: &Option<Source>,
+    ) -> Result<Option<Writer>> {
+        let writer = if flags.write {
             if flags.append {
                 policy::check_append(self.inner.cfg.random_writes)?;
             }
@@ -190,29 +247,11 @@ impl Fs {
             } else {
                 None
             };
-            Some(tokio::sync::Mutex::new(
-                self.new_writer(fh, &path, &mount, &rel, fresh, base)?,
-            ))
+            Some(self.new_writer(fh, path, mount, rel, fresh, base)?)
         } else {
             None
         };
-        let keep_cache = !flags.write && self.keep_cache(ino, &stat);
-        let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref());
-        let handle = FileHandle {
-            reader: src.map(Reader::new),
-            writer,
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
-            ino,
-            io: parking_lot::Mutex::new(held),
-        };
-        self.add_handle(fh, Handle::File(Arc::new(handle)));
-        Ok(Opened {
-            fh,
-            keep_cache,
-            mode,
-        })
+        Ok(writer)
     }
 
     /// What a resent open gets back: the handle the dead daemon made, in
@@ -223,7 +262,6 @@ impl Fs {
                 file: self.inner.pages.data_path(key),
                 id: self.backing_of(fh),
             },
-            Ok(Held::Direct) => IoMode::Direct,
             _ => IoMode::Cached,
         };
         Opened {
@@ -314,18 +352,16 @@ impl Fs {
         }
         let (mount, rel) = self.ufs_of(&path)?;
         let fh = self.new_fh();
-        let writer = self.new_writer(fh, &path, &mount, &rel, Fresh::Truncated, None)?;
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
-        let (mode, held) = self.choose_mode(ino, true, None);
-        let handle = FileHandle {
-            reader: None,
-            writer: Some(tokio::sync::Mutex::new(writer)),
-            opener: origin.pid.into(),
-            broken: None,
-            unique: origin.unique,
-            ino,
-            io: parking_lot::Mutex::new(held),
+        let (mode, held) = self.choose_mode(ino, true, None)?;
+        let writer = match self.new_writer(fh, &path, &mount, &rel, Fresh::Truncated, None) {
+            Ok(w) => w,
+            Err(e) => {
+                self.give_back(ino, held);
+                return Err(e);
+            }
         };
+        let handle = FileHandle::new(ino, None, Some(writer), origin, held);
         self.add_handle(fh, Handle::File(Arc::new(handle)));
         self.invalidate(&path);
         let stat = self.inner.pending.stat(&path).unwrap_or_else(Stat::dir);
@@ -388,6 +424,7 @@ impl Fs {
             return (Ok(()), None);
         };
         let close = self.give_back(h.ino, *h.io.lock());
+        self.release_kept(&h);
         // The handle leaves the journal only once its upload is done: a
         // daemon that dies mid-upload leaves the staged file to its
         // successor, which gets the RELEASE again and uploads it.

@@ -3,19 +3,21 @@
 //! A file whose object version is whole in the page cache, and verified, is
 //! opened in passthrough mode: the kernel reads the cache's sparse data file
 //! itself, at local-disk speed, and never asks the daemon. The kernel holds
-//! every open of one inode to one mode, and to one backing file: an open
-//! that cannot share the inode's mode would fail with EIO. So per inode:
+//! every open of an inode that has a backing file to that one backing file
+//! (any other open fails with EIO), so per inode:
 //!
 //! - while cached-mode opens exist, new opens are cached too;
-//! - while passthrough opens exist, new opens of the same version share
-//!   their backing file, and any other open (a writer, another version) is
-//!   direct I/O, which takes no mode;
+//! - while passthrough opens exist, new read-only opens share their backing
+//!   file, and so read the version those opens pinned, even if the storage
+//!   holds a newer one; an open for writing is refused with ETXTBSY, as
+//!   Linux refuses to write a running executable;
 //! - the first open of a whole, verified object starts passthrough and pins
 //!   the object in the cache, so eviction never punches holes the kernel
 //!   would read as zeros.
 //!
 //! A whole object is verified (every page read back against its checksum)
-//! in the background the first time it is opened; later opens use it.
+//! in the background when its last page arrives, or at the first open
+//! after a restart; later opens use it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -25,6 +27,7 @@ use parking_lot::Mutex;
 use weir_cache::ObjectKey;
 
 use crate::Fs;
+use crate::error::{FsError, Result};
 use crate::read::Source;
 
 /// How the kernel does I/O on an open file.
@@ -32,9 +35,6 @@ use crate::read::Source;
 pub enum IoMode {
     /// Through the kernel's page cache and the daemon.
     Cached,
-    /// Every read and write goes to the daemon (FOPEN_DIRECT_IO): the
-    /// inode is being read through a backing file by other opens.
-    Direct,
     /// The kernel reads `file` itself (FOPEN_PASSTHROUGH).
     Passthrough {
         /// The cache's data file of the object version.
@@ -49,7 +49,6 @@ pub enum IoMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Held {
     Cached,
-    Direct,
     Passthrough(ObjectKey),
 }
 
@@ -91,41 +90,64 @@ impl Fs {
         self.inner.io.enabled.load(Ordering::Relaxed)
     }
 
+    /// Before an open for writing: the kernel sends RELEASE after close(2)
+    /// has returned, so a writer that follows a reader's close can arrive
+    /// before the close does. Give passthrough opens of `ino` a moment to
+    /// go before the writer is refused.
+    pub(crate) async fn settle_passthrough(&self, ino: u64) {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+        let start = std::time::Instant::now();
+        while self.is_passed_through(ino) && start.elapsed() < PATIENCE {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn is_passed_through(&self, ino: u64) -> bool {
+        self.inner
+            .io
+            .nodes
+            .lock()
+            .get(&ino)
+            .is_some_and(|n| n.through.is_some())
+    }
+
     /// Decides the mode of a new open of `ino` reading `src`.
     pub(crate) fn choose_mode(
         &self,
         ino: u64,
         write: bool,
         src: Option<&Source>,
-    ) -> (IoMode, Held) {
-        let reader = if write { None } else { src };
+    ) -> Result<(IoMode, Held)> {
         let mut nodes = self.inner.io.nodes.lock();
         let node = nodes.entry(ino).or_default();
         if let Some(t) = node.through.as_mut() {
+            if write {
+                return Err(FsError::new(
+                    libc::ETXTBSY,
+                    "the file is open for reading straight from the cache (passthrough); \
+                     close its readers first, or set fuse.passthrough: false",
+                ));
+            }
             // The kernel already reads this version from its data file for
             // other opens (perhaps a dead daemon's): share it.
-            return match reader {
-                Some(s) if t.key == s.key => {
-                    t.opens += 1;
-                    let file = self.inner.pages.data_path(s.key);
-                    (
-                        IoMode::Passthrough { file, id: t.id },
-                        Held::Passthrough(s.key),
-                    )
-                }
-                _ => (IoMode::Direct, Held::Direct),
-            };
+            t.opens += 1;
+            let file = self.inner.pages.data_path(t.key);
+            return Ok((
+                IoMode::Passthrough { file, id: t.id },
+                Held::Passthrough(t.key),
+            ));
         }
         drop(nodes);
+        let reader = if write { None } else { src };
         let whole = reader.filter(|s| self.ready_for_passthrough(s));
         let mut nodes = self.inner.io.nodes.lock();
         let node = nodes.entry(ino).or_default();
         if node.through.is_some() {
-            // Another open started passthrough meanwhile: try again.
+            // Another open started passthrough meanwhile: decide again.
             drop(nodes);
             return self.choose_mode(ino, write, src);
         }
-        match whole {
+        Ok(match whole {
             Some(s) if node.cached == 0 => {
                 node.through = Some(Through {
                     key: s.key,
@@ -143,7 +165,7 @@ impl Fs {
                 node.cached += 1;
                 (IoMode::Cached, Held::Cached)
             }
-        }
+        })
     }
 
     /// Whether `src` can be read through its data file now; starts the
@@ -224,7 +246,6 @@ impl Fs {
         let mut closed = None;
         match held {
             Held::Cached => node.cached = node.cached.saturating_sub(1),
-            Held::Direct => {}
             Held::Passthrough(key) => {
                 if let Some(t) = node.through.as_mut() {
                     t.opens -= 1;
@@ -259,7 +280,6 @@ impl Fs {
         let node = nodes.entry(ino).or_default();
         match held {
             Held::Cached => node.cached += 1,
-            Held::Direct => {}
             Held::Passthrough(key) => {
                 let t = node.through.get_or_insert_with(|| {
                     self.inner.pages.pin(key);

@@ -89,7 +89,7 @@ pub enum HandleRecord {
         /// The node it is open on.
         #[serde(default)]
         ino: u64,
-        /// Its I/O mode: `cached`, `direct` or `passthrough`.
+        /// Its I/O mode: `cached` or `passthrough`.
         #[serde(default)]
         io: String,
     },

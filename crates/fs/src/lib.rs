@@ -10,11 +10,11 @@
 //! `write` (staging and atomic upload), `dir` (listings), `meta` (stat with
 //! caches), `policy` (what the semantics table allows), `journal` (node ids
 //! and handles kept for a takeover), `restore` (rebuilding them), `resend`
-//! (requests the kernel sends again after a takeover), `iomode` (cached,
-//! direct or passthrough I/O per open inode), `events` (changes announced
-//! to other nodes and invalidations received from them), `paths`
-//! (path-based access for the admin endpoint: stat, list, cached share,
-//! preload, drop).
+//! (requests the kernel sends again after a takeover), `iomode` (cached
+//! or passthrough I/O per open inode), `keep` (open files outliving their
+//! names), `events` (changes announced to other nodes and invalidations
+//! received from them), `paths` (path-based access for the admin endpoint:
+//! stat, list, cached share, preload, drop).
 //!
 //! The mount table can be replaced while the filesystem serves
 //! ([`Fs::set_table`]): each call resolves its paths in one snapshot of the
@@ -28,6 +28,7 @@ mod handle;
 mod inode;
 mod iomode;
 pub mod journal;
+mod keep;
 mod meta;
 mod paths;
 mod policy;
@@ -241,8 +242,30 @@ impl Fs {
     /// Attributes of node `ino`.
     pub async fn getattr(&self, ino: u64) -> Result<Attr> {
         let path = self.path_of(ino)?;
-        let stat = self.stat_path(&path).await?;
-        Ok(self.attr(ino, &stat))
+        match self.stat_path(&path).await {
+            Ok(stat) => Ok(self.attr(ino, &stat)),
+            Err(e) if e.errno() == libc::ENOENT => self.open_attr(ino).ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The attributes of a node whose name is gone but which a handle still
+    /// reads (fstat of an unlinked open file), from the version it pinned.
+    fn open_attr(&self, ino: u64) -> Option<Attr> {
+        let handles = self.inner.handles.lock();
+        let src = handles
+            .values()
+            .filter_map(Handle::file)
+            .find(|h| h.ino == ino && h.reader.is_some())
+            .and_then(|h| h.reader.as_ref().map(|r| r.src.clone()))?;
+        drop(handles);
+        let stat = weir_ufs::Stat {
+            kind: Kind::File,
+            size: src.size,
+            mtime: None,
+            etag: src.etag,
+        };
+        Some(self.attr(ino, &stat))
     }
 
     /// Filesystem statistics: the mount is unbounded, so a large constant.

@@ -1,6 +1,9 @@
 //! The read path: fixed-size pages from the page cache or the UFS, one fetch
 //! per page however many readers want it, and a read-ahead window that
-//! doubles while a reader stays sequential.
+//! doubles while a reader stays sequential. Read-ahead fetches runs of
+//! consecutive missing pages with one ranged read each (`fetch_pages`
+//! pages at most): object stores charge a fixed cost per request, so a few
+//! large GETs move far more bytes than many small ones.
 //!
 //! A handle pins the object version it opened. S3 reads carry `If-Match`
 //! with the pinned etag; local reads re-check the version after fetching.
@@ -11,15 +14,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 use weir_cache::ObjectKey;
 use weir_namespace::Mount;
 
 use crate::Fs;
 use crate::error::{FsError, Result};
 
-type Slot = Arc<OnceCell<Result<Bytes>>>;
+/// One page being fetched: a future every reader of the page can await.
+type Slot = Shared<BoxFuture<'static, Result<Bytes>>>;
 
 /// Page fetches in flight, shared so that two readers of one page wait for
 /// one UFS request, plus the limit on concurrent UFS reads.
@@ -105,7 +111,17 @@ impl Reader {
     }
 
     /// Records a read and returns the page range to read ahead, if any.
-    fn advance(&self, offset: u64, len: u64, page: u64, max_window: u64) -> Option<(u64, u64)> {
+    /// Once the window is open, it is topped up in runs of at least
+    /// `min_run` pages (or up to the end of the file), so each UFS request
+    /// is a large one.
+    fn advance(
+        &self,
+        offset: u64,
+        len: u64,
+        page: u64,
+        max_window: u64,
+        min_run: u64,
+    ) -> Option<(u64, u64)> {
         let mut s = self.seq.lock();
         let sequential =
             offset == s.next || (offset < s.next + page && offset >= s.next.saturating_sub(page));
@@ -119,7 +135,7 @@ impl Reader {
         let total_pages = self.src.size.div_ceil(page);
         let from = s.ahead.max(last_page + 1);
         let to = (last_page + 1 + s.window).min(total_pages);
-        if from >= to {
+        if from >= to || (to - from < min_run.min(s.window) && to < total_pages) {
             return None;
         }
         s.ahead = to;
@@ -146,9 +162,14 @@ impl Fs {
         }
         let end = (offset + u64::from(size)).min(src.size);
         let page = self.inner.pages.page_size();
-        if let Some((from, to)) =
-            reader.advance(offset, end - offset, page, self.inner.cfg.readahead_pages)
-        {
+        let cfg = &self.inner.cfg;
+        if let Some((from, to)) = reader.advance(
+            offset,
+            end - offset,
+            page,
+            cfg.readahead_pages,
+            cfg.fetch_pages,
+        ) {
             self.read_ahead(src.clone(), from, to);
         }
         let first = offset / page;
@@ -180,17 +201,17 @@ impl Fs {
     fn read_ahead(&self, src: Source, from: u64, to: u64) {
         // Cached pages are read ahead by the kernel, from the cache file.
         self.inner.pages.will_need(src.key, from, to);
-        for idx in from..to {
-            if self.inner.pages.contains(src.key, idx) {
-                continue;
-            }
-            let fs = self.clone();
-            let src = src.clone();
-            tokio::spawn(async move {
-                if let Err(e) = fs.page(&src, idx).await {
-                    tracing::debug!(path = %src.path, page = idx, error = %e, "read-ahead failed");
+        let most = self.inner.cfg.fetch_pages.max(1);
+        let mut idx = from;
+        while idx < to {
+            let n = (to - idx).min(most);
+            match self.claim_run(&src, idx, n) {
+                Some((run, claimed)) => {
+                    tokio::spawn(run);
+                    idx += claimed;
                 }
-            });
+                None => idx += 1,
+            }
         }
     }
 
@@ -199,24 +220,81 @@ impl Fs {
         if let Some(data) = self.inner.pages.get(src.key, idx) {
             return Ok(data);
         }
-        let slot = {
-            let mut inflight = self.inner.fetches.inflight.lock();
-            inflight.entry((src.key, idx)).or_default().clone()
-        };
-        slot.get_or_init(|| async {
-            let r = self.fetch(src, idx).await;
-            self.inner.fetches.inflight.lock().remove(&(src.key, idx));
-            r
-        })
-        .await
-        .clone()
+        if let Some(slot) = self.inflight_slot(src, idx) {
+            return slot.await;
+        }
+        match self.claim_run(src, idx, 1) {
+            Some((run, _)) => run.await.map(|pages| pages[0].clone()),
+            // Claimed by another reader just now, or stored meanwhile.
+            None => match self.inflight_slot(src, idx) {
+                Some(slot) => slot.await,
+                None => self.page_uncached(src, idx).await,
+            },
+        }
     }
 
-    async fn fetch(&self, src: &Source, idx: u64) -> Result<Bytes> {
-        // A reader may have stored the page while we queued for the slot.
+    /// The fetch of page `idx` in flight, if any (the lock is released
+    /// before the caller awaits it).
+    fn inflight_slot(&self, src: &Source, idx: u64) -> Option<Slot> {
+        self.inner
+            .fetches
+            .inflight
+            .lock()
+            .get(&(src.key, idx))
+            .cloned()
+    }
+
+    /// The page once more from the cache, else by a fetch of its own.
+    async fn page_uncached(&self, src: &Source, idx: u64) -> Result<Bytes> {
         if let Some(data) = self.inner.pages.get(src.key, idx) {
             return Ok(data);
         }
+        let pages = self.fetch_run(src, idx, 1).await?;
+        Ok(pages[0].clone())
+    }
+
+    /// Claims up to `most` consecutive pages from `first` that are neither
+    /// cached nor being fetched, as one fetch: returns the run's future
+    /// (to await or spawn) and how many pages it covers. `None` when
+    /// `first` itself is taken.
+    fn claim_run(&self, src: &Source, first: u64, most: u64) -> Option<(RunFuture, u64)> {
+        let total = src.size.div_ceil(self.inner.pages.page_size());
+        let mut inflight = self.inner.fetches.inflight.lock();
+        let free = |i: u64| {
+            i < total
+                && !inflight.contains_key(&(src.key, i))
+                && !self.inner.pages.contains(src.key, i)
+        };
+        let n = (first..first + most).take_while(|i| free(*i)).count() as u64;
+        if n == 0 {
+            return None;
+        }
+        let fs = self.clone();
+        let owned = src.clone();
+        let run: RunFuture = async move {
+            let r = fs.fetch_run(&owned, first, n).await;
+            let mut inflight = fs.inner.fetches.inflight.lock();
+            for i in first..first + n {
+                inflight.remove(&(owned.key, i));
+            }
+            r
+        }
+        .boxed()
+        .shared();
+        for (k, i) in (first..first + n).enumerate() {
+            let page: Slot = run
+                .clone()
+                .map(move |r| r.map(|pages| pages[k].clone()))
+                .boxed()
+                .shared();
+            inflight.insert((src.key, i), page);
+        }
+        Some((run, n))
+    }
+
+    /// Reads pages `first..first + n` of `src` with one UFS request and
+    /// stores them.
+    async fn fetch_run(&self, src: &Source, first: u64, n: u64) -> Result<Arc<Vec<Bytes>>> {
         let _permit = self
             .inner
             .fetches
@@ -225,8 +303,8 @@ impl Fs {
             .await
             .map_err(|_| FsError::new(libc::EIO, "shutting down"))?;
         let page = self.inner.pages.page_size();
-        let offset = idx * page;
-        let len = page.min(src.size.saturating_sub(offset));
+        let offset = first * page;
+        let len = (n * page).min(src.size.saturating_sub(offset));
         let ufs = &src.mount.ufs;
         let data = match ufs.read(&src.rel, offset, len, src.etag.as_deref()).await {
             Ok(d) => d,
@@ -258,13 +336,28 @@ impl Fs {
                 ));
             }
         }
-        match self.inner.pages.put(src.key, idx, &data) {
-            Ok(()) => self.verify_when_whole(src.key, src.size),
-            Err(e) => tracing::warn!(path = %src.path, page = idx, error = %e, "cannot cache page"),
+        let pages: Vec<Bytes> = (0..n)
+            .map(|k| {
+                let lo = (k * page) as usize;
+                let hi = (((k + 1) * page) as usize).min(data.len());
+                data.slice(lo..hi)
+            })
+            .collect();
+        for (k, p) in pages.iter().enumerate() {
+            match self.inner.pages.put(src.key, first + k as u64, p) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(path = %src.path, page = first + k as u64, error = %e, "cannot cache page");
+                }
+            }
         }
-        Ok(data)
+        self.verify_when_whole(src.key, src.size);
+        Ok(Arc::new(pages))
     }
 }
+
+/// A run of pages being fetched with one UFS request.
+type RunFuture = Shared<BoxFuture<'static, Result<Arc<Vec<Bytes>>>>>;
 
 #[cfg(test)]
 mod tests {
@@ -292,24 +385,50 @@ mod tests {
     #[test]
     fn window_grows_while_sequential_and_resets_on_seek() {
         let r = reader(100 * 10);
-        assert_eq!(r.advance(0, 10, 10, 8), Some((1, 2)));
-        assert_eq!(r.advance(10, 10, 10, 8), Some((2, 4)));
-        assert_eq!(r.advance(20, 10, 10, 8), Some((4, 7)));
-        assert_eq!(r.advance(500, 10, 10, 8), None, "a seek stops read-ahead");
-        assert_eq!(r.advance(510, 10, 10, 8), Some((52, 53)));
+        assert_eq!(r.advance(0, 10, 10, 8, 1), Some((1, 2)));
+        assert_eq!(r.advance(10, 10, 10, 8, 1), Some((2, 4)));
+        assert_eq!(r.advance(20, 10, 10, 8, 1), Some((4, 7)));
+        assert_eq!(
+            r.advance(500, 10, 10, 8, 1),
+            None,
+            "a seek stops read-ahead"
+        );
+        assert_eq!(r.advance(510, 10, 10, 8, 1), Some((52, 53)));
+    }
+
+    #[test]
+    fn an_open_window_is_topped_up_in_runs() {
+        let r = reader(100 * 10);
+        assert_eq!(r.advance(0, 10, 10, 8, 4), Some((1, 2)));
+        assert_eq!(r.advance(10, 10, 10, 8, 4), Some((2, 4)));
+        assert_eq!(r.advance(20, 10, 10, 8, 4), None, "3 pages: short of a run");
+        assert_eq!(r.advance(30, 10, 10, 8, 4), Some((4, 12)));
+        assert_eq!(r.advance(40, 10, 10, 8, 4), None);
+        assert_eq!(r.advance(50, 10, 10, 8, 4), None);
+        assert_eq!(r.advance(60, 10, 10, 8, 4), None);
+        assert_eq!(r.advance(70, 10, 10, 8, 4), Some((12, 16)));
+        let r = reader(10 * 10);
+        r.advance(0, 10, 10, 8, 4);
+        r.advance(10, 10, 10, 8, 4);
+        r.advance(20, 10, 10, 8, 4);
+        assert_eq!(
+            r.advance(30, 10, 10, 8, 4),
+            Some((4, 10)),
+            "the tail of the file"
+        );
     }
 
     #[test]
     fn window_stops_at_end_of_file() {
         let r = reader(25);
-        assert_eq!(r.advance(0, 10, 10, 8), Some((1, 2)));
-        assert_eq!(r.advance(10, 10, 10, 8), Some((2, 3)));
-        assert_eq!(r.advance(20, 5, 10, 8), None);
+        assert_eq!(r.advance(0, 10, 10, 8, 1), Some((1, 2)));
+        assert_eq!(r.advance(10, 10, 10, 8, 1), Some((2, 3)));
+        assert_eq!(r.advance(20, 5, 10, 8, 1), None);
     }
 
     #[test]
     fn zero_window_disables_read_ahead() {
         let r = reader(1000);
-        assert_eq!(r.advance(0, 10, 10, 0), None);
+        assert_eq!(r.advance(0, 10, 10, 0, 1), None);
     }
 }

@@ -51,7 +51,6 @@ pub(crate) fn handle_record(fh: u64, h: &Handle) -> HandleRecord {
 fn held_name(h: Held) -> &'static str {
     match h {
         Held::Cached => "cached",
-        Held::Direct => "direct",
         Held::Passthrough(_) => "passthrough",
     }
 }
@@ -60,7 +59,6 @@ fn held_name(h: Held) -> &'static str {
 /// version it reads.
 fn held_of(name: &str, src: Option<&Source>) -> Held {
     match (name, src) {
-        ("direct", _) => Held::Direct,
         ("passthrough", Some(s)) => Held::Passthrough(s.key),
         _ => Held::Cached,
     }
@@ -175,6 +173,7 @@ impl Fs {
                     unique: *unique,
                     ino: *ino,
                     io: parking_lot::Mutex::new(held),
+                    kept: Default::default(),
                 };
                 (*fh, Handle::File(Arc::new(handle)))
             }

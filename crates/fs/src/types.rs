@@ -154,6 +154,8 @@ pub struct FsConfig {
     pub metadata_ttl: Duration,
     /// Most pages read ahead of a sequential reader.
     pub readahead_pages: u64,
+    /// Most pages one UFS request fetches for read-ahead.
+    pub fetch_pages: u64,
     /// Most UFS reads in flight at once.
     pub ufs_concurrency: usize,
     /// Where writes are staged before upload.
@@ -174,6 +176,7 @@ impl FsConfig {
             kernel_cache: KernelCache::Off,
             metadata_ttl: Duration::from_secs(60),
             readahead_pages: 16,
+            fetch_pages: 8,
             ufs_concurrency: 16,
             staging_dir,
             uid: 0,

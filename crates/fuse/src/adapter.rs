@@ -91,7 +91,6 @@ impl Adapter {
         tracing::debug!(ino, fh = o.fh, mode = ?o.mode, "open");
         match &o.mode {
             IoMode::Cached => reply.opened(FileHandle(o.fh), flags),
-            IoMode::Direct => reply.opened(FileHandle(o.fh), flags | FopenFlags::FOPEN_DIRECT_IO),
             IoMode::Passthrough { file, id } => {
                 let mut backings = self.backings.lock();
                 let backing = match backings.entry(ino) {
@@ -185,7 +184,7 @@ impl Adapter {
 fn errno(e: &FsError) -> Errno {
     match e.errno() {
         libc::ENOENT => tracing::trace!("{e}"),
-        libc::ENOTSUP | libc::EEXIST | libc::ENOTEMPTY => tracing::debug!("{e}"),
+        libc::ENOTSUP | libc::EEXIST | libc::ENOTEMPTY | libc::ETXTBSY => tracing::debug!("{e}"),
         _ => tracing::warn!("{e}"),
     }
     Errno::from_i32(e.errno())
@@ -630,19 +629,13 @@ impl fuser::Filesystem for Adapter {
                 .await
         });
         match r {
-            Ok((a, o)) => {
-                let mut flags = fopen_flags(o.keep_cache);
-                if o.mode == IoMode::Direct {
-                    flags |= FopenFlags::FOPEN_DIRECT_IO;
-                }
-                reply.created(
-                    &self.opts.entry_timeout,
-                    &self.file_attr(&a),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    flags,
-                )
-            }
+            Ok((a, o)) => reply.created(
+                &self.opts.entry_timeout,
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(o.fh),
+                fopen_flags(o.keep_cache),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -193,15 +193,15 @@ impl Session {
         let mount = our_mount(&spec.mountpoint)
             .ok_or_else(|| fail(format!("{} is not mounted", spec.mountpoint.display())))?;
         let daemon = Process::adopt(pid).map_err(|e| fail(format!("daemon {pid}: {e}")))?;
-        let dev = crate::daemon::pidfd_getfd(daemon.pidfd(), FUSE_FD).map_err(|e| {
+        let fd = fuse_fd_of(pid)
+            .ok_or_else(|| fail(format!("daemon {pid} holds no /dev/fuse descriptor")))?;
+        let dev = crate::daemon::pidfd_getfd(daemon.pidfd(), fd).map_err(|e| {
             fail(format!(
                 "cannot copy the FUSE descriptor of daemon {pid}: {e}"
             ))
         })?;
         if !is_fuse_device(&dev) {
-            return Err(fail(format!(
-                "fd {FUSE_FD} of process {pid} is not /dev/fuse"
-            )));
+            return Err(fail(format!("fd {fd} of process {pid} is not /dev/fuse")));
         }
         tracing::info!(pid, mountpoint = %spec.mountpoint.display(), "adopted a running FUSE session");
         Ok(Session::watch(spec, dev, mount.dev, daemon))
@@ -601,6 +601,23 @@ fn start_daemon(
 fn our_mount(path: &Path) -> Option<MountInfo> {
     let m = mount::mount_at_exact(path).ok()??;
     (m.fs_type == mount::FS_TYPE).then_some(m)
+}
+
+/// The descriptor number on which process `pid` holds `/dev/fuse`. The
+/// daemon gets it as fd 3 but moves it over fuser's own descriptor during
+/// the INIT handshake, so fd 3 is closed by the time anyone adopts it.
+fn fuse_fd_of(pid: i32) -> Option<std::os::fd::RawFd> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut fds: Vec<std::os::fd::RawFd> = dir
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/fuse")))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds.iter()
+        .copied()
+        .find(|&fd| fd == FUSE_FD)
+        .or(fds.first().copied())
 }
 
 fn is_fuse_device(fd: &OwnedFd) -> bool {

@@ -140,7 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Mount(args) => mount(args),
         Cmd::Umount(args) => umount(&args.mountpoint, args.lazy),
-        Cmd::Csi(_) => bail!("the CSI driver is not built into this version of weir yet"),
+        Cmd::Csi(args) => crate::csi::run(args),
     }
 }
 

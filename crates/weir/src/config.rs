@@ -45,6 +45,8 @@ pub struct CacheSection {
     pub memory: ByteSize,
     /// Most bytes read ahead of a sequential reader.
     pub readahead: ByteSize,
+    /// Most bytes one storage request fetches for read-ahead.
+    pub fetch_size: ByteSize,
 }
 
 impl Default for CacheSection {
@@ -55,6 +57,7 @@ impl Default for CacheSection {
             page_size: ByteSize::mib(1),
             memory: ByteSize::b(0),
             readahead: ByteSize::mib(32),
+            fetch_size: ByteSize::mib(8),
         }
     }
 }
@@ -158,6 +161,27 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 impl Config {
     /// Loads `file` (or the defaults) and applies `--set` overrides.
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
+        Ok(Config::load_with_text(file, sets)?.0)
+    }
+
+    /// Like [`Config::load`], and also gives the merged document (file plus
+    /// `--set`) as YAML, for a daemon that should run with exactly it.
+    pub fn load_with_text(
+        file: Option<&Path>,
+        sets: &[String],
+    ) -> anyhow::Result<(Config, String)> {
+        let doc = Config::document(file, sets)?;
+        let text = serde_yaml_ng::to_string(&doc).context("cannot write the config as YAML")?;
+        let what = file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "--set".into());
+        let config: Config =
+            serde_yaml_ng::from_value(doc).map_err(|e| anyhow::anyhow!("config {what}: {e}"))?;
+        config.validate()?;
+        Ok((config, text))
+    }
+
+    fn document(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Value> {
         let mut doc = match file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)
@@ -177,13 +201,7 @@ impl Config {
         for set in sets {
             apply_set(&mut doc, set)?;
         }
-        let what = file
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "--set".into());
-        let config: Config =
-            serde_yaml_ng::from_value(doc).map_err(|e| anyhow::anyhow!("config {what}: {e}"))?;
-        config.validate()?;
-        Ok(config)
+        Ok(doc)
     }
 
     /// Refuses settings weir cannot honour, instead of ignoring them.
@@ -212,6 +230,15 @@ impl Config {
         }
         if self.cache.readahead.as_u64() > 1 << 30 {
             bail!("cache.readahead must be at most 1GiB");
+        }
+        if self.cache.fetch_size < self.cache.page_size
+            || self.cache.fetch_size.as_u64() > 256 << 20
+        {
+            bail!(
+                "cache.fetch_size must be between one page ({}) and 256MiB, not {}",
+                self.cache.page_size,
+                self.cache.fetch_size
+            );
         }
         Ok(())
     }
@@ -310,6 +337,19 @@ mod tests {
         assert!(load_str("", &["fuse.random_writez=true"]).is_err());
         assert!(load_str("", &["novalue"]).is_err());
         assert!(load_str("", &["fuse.threads.x=1"]).is_err());
+    }
+
+    #[test]
+    fn the_merged_text_reloads_to_the_same_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("weir.yaml");
+        std::fs::write(&f, "fuse: {threads: 4}\n").unwrap();
+        let sets = vec!["fuse.symlinks=true".to_string()];
+        let (config, text) = Config::load_with_text(Some(&f), &sets).unwrap();
+        let again = dir.path().join("merged.yaml");
+        std::fs::write(&again, text).unwrap();
+        assert_eq!(Config::load(Some(&again), &[]).unwrap(), config);
+        assert!(config.fuse.symlinks && config.fuse.threads == 4);
     }
 
     #[test]

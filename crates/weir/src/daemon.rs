@@ -101,6 +101,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     fs_cfg.kernel_cache = opts.kernel_cache;
     fs_cfg.metadata_ttl = config.metadata.ttl;
     fs_cfg.readahead_pages = config.cache.readahead.as_u64() / page_size;
+    fs_cfg.fetch_pages = config.cache.fetch_size.as_u64() / page_size;
     fs_cfg.uid = nix::unistd::getuid().as_raw();
     fs_cfg.gid = nix::unistd::getgid().as_raw();
     let session_dir = args

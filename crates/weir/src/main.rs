@@ -5,9 +5,11 @@
 //! the cause. `weir umount` unmounts. `weir mount --foreground` is the
 //! supervisor (`supervise`): it holds the FUSE connection and runs the
 //! serving daemon (`daemon`) as its child, replacing it after a crash.
+//! `weir csi` (`csi`) runs the CSI driver of the `weir-csi` crate.
 
 mod cli;
 mod config;
+mod csi;
 mod daemon;
 mod supervise;
 
