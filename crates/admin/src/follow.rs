@@ -111,7 +111,10 @@ async fn apply_tables(
                 fs.set_table(table);
                 *errors.lock() = errs;
             }
-            applied.send_replace(next.revision.max(*applied.borrow()));
+            // Read first: a borrow guard alive inside send_replace's
+            // arguments would deadlock against its write lock.
+            let revision = next.revision.max(*applied.borrow());
+            applied.send_replace(revision);
             served = (*next).clone();
         }
         if tables.changed().await.is_err() {
