@@ -178,3 +178,60 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 pub mod csi;
+
+/// What `weir fs` printed and how it exited.
+#[derive(Debug)]
+pub struct FsOut {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `weir fs --cache-dir CACHE ARGS...` with a time limit.
+pub fn weir_fs(cache: &Path, args: &[&str]) -> FsOut {
+    let mut cmd = std::process::Command::new(weir());
+    cmd.arg("fs").arg("--cache-dir").arg(cache).args(args);
+    fs_output(&mut cmd)
+}
+
+/// Runs a prepared `weir fs` command with a time limit.
+pub fn fs_output(cmd: &mut std::process::Command) -> FsOut {
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).expect("weir fs ran");
+    FsOut {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Like [`weir_fs`], and it must succeed; returns stdout.
+#[track_caller]
+pub fn weir_fs_ok(cache: &Path, args: &[&str]) -> String {
+    let out = weir_fs(cache, args);
+    assert!(out.ok, "weir fs {args:?} failed: {out:?}");
+    out.stdout
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes; returns how long it took.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

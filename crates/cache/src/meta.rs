@@ -80,6 +80,17 @@ impl MetaCache {
         }
     }
 
+    /// Forgets everything (the mount table changed, or changes made
+    /// elsewhere may have been missed).
+    pub fn clear(&self) {
+        if let Some(c) = &self.stats {
+            c.invalidate_all();
+        }
+        if let Some(c) = &self.lists {
+            c.invalidate_all();
+        }
+    }
+
     /// Forgets everything at or below `path` (after a directory rename).
     pub fn invalidate_tree(&self, path: &str) {
         let prefix = format!("{}/", path.trim_end_matches('/'));
@@ -142,6 +153,18 @@ mod tests {
         assert_eq!(c.stat("/d/a/b"), None);
         assert_eq!(c.stat("/d"), None);
         assert!(c.stat("/dd").is_some());
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let c = MetaCache::new(Duration::from_secs(60), 100);
+        c.put_stat("/a", Some(file(1)));
+        c.put_stat("/gone", None);
+        c.put_list("/", Arc::new(vec![]));
+        c.clear();
+        assert_eq!(c.stat("/a"), None);
+        assert_eq!(c.stat("/gone"), None);
+        assert!(c.list("/").is_none());
     }
 
     #[test]

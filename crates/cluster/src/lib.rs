@@ -103,10 +103,11 @@ impl Shared {
 /// One daemon's membership in a cluster, with its background tasks: the
 /// watcher that follows the table and the events, and the session that
 /// holds the lease and publishes. Dropping it stops both (the lease then
-/// runs out); [`Cluster::shutdown`] also leaves the cluster at once.
+/// runs out); [`Cluster::shutdown`] or [`Cluster::leave`] also leaves the
+/// cluster at once.
 pub struct Cluster {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -143,7 +144,15 @@ impl Cluster {
             tokio::spawn(watcher::run(shared.clone())),
             tokio::spawn(session::run(shared.clone())),
         ];
-        Ok(Cluster { shared, tasks })
+        Ok(Cluster {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The settings it was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.cfg
     }
 
     /// This daemon's member record.
@@ -243,7 +252,14 @@ impl Cluster {
     /// Leaves the cluster: sends what is still queued (briefly), revokes the
     /// lease so this node disappears from the members at once, and stops the
     /// background tasks.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.leave().await;
+    }
+
+    /// [`Cluster::shutdown`] for a cluster that is shared (an `Arc`): after
+    /// it, publishing queues changes nobody sends and the table no longer
+    /// follows etcd.
+    pub async fn leave(&self) {
         let limit = self.shared.cfg.request_timeout;
         if let Err(e) = self.flush(limit).await {
             tracing::warn!(error = %e, "leaving the cluster with unsent changes");
@@ -263,8 +279,8 @@ impl Cluster {
         }
     }
 
-    fn stop_tasks(&mut self) {
-        for t in self.tasks.drain(..) {
+    fn stop_tasks(&self) {
+        for t in self.tasks.lock().drain(..) {
             t.abort();
         }
     }

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use weir_namespace::{Resolved, child};
+use weir_namespace::{Mount, child};
 use weir_ufs::{Entry, Kind, Stat};
 
 use crate::error::{FsError, Result};
+use crate::events::Change;
 use crate::handle::{DirHandle, Handle};
 use crate::types::{Attr, DirEntry, RenameFlags};
-use crate::{Fs, policy};
+use crate::{Fs, Place, policy};
 
 /// Node ids shown in listings for nodes the kernel has not looked up: a
 /// stable hash of the path with the top bit set, so it never collides with
@@ -26,11 +27,11 @@ fn listing_ino(path: &str) -> u64 {
 impl Fs {
     /// The children of directory `path`, with their attributes.
     pub(crate) async fn listing(&self, path: &str) -> Result<Vec<Entry>> {
-        let table = &self.inner.table;
-        let mut entries: Vec<Entry> = match self.resolve(path) {
-            Resolved::Outside => return Err(FsError::not_found(path)),
-            Resolved::Virtual => Vec::new(),
-            Resolved::Ufs { mount, rel } => self.ufs_listing(path, mount, &rel).await?,
+        let table = self.table();
+        let mut entries: Vec<Entry> = match self.place(path) {
+            Place::Outside => return Err(FsError::not_found(path)),
+            Place::Virtual => Vec::new(),
+            Place::Ufs(mount, rel) => self.ufs_listing(path, &mount, &rel).await?,
         };
         if !self.inner.cfg.symlinks {
             entries.retain(|e| e.stat.kind != Kind::Symlink);
@@ -52,15 +53,15 @@ impl Fs {
         Ok(entries)
     }
 
-    async fn ufs_listing(&self, path: &str, mount: usize, rel: &str) -> Result<Vec<Entry>> {
+    async fn ufs_listing(&self, path: &str, mount: &Mount, rel: &str) -> Result<Vec<Entry>> {
         if let Some(cached) = self.inner.meta.list(path) {
             return Ok(cached.as_ref().clone());
         }
-        let ufs = &self.inner.table.mount(mount).ufs;
+        let ufs = &mount.ufs;
         let entries = match ufs.list(rel).await {
             Ok(e) => e,
             // A directory that exists only as an ancestor of a mount point.
-            Err(e) if e.is_not_found() && !self.inner.table.mount_children(path).is_empty() => {
+            Err(e) if e.is_not_found() && !self.table().mount_children(path).is_empty() => {
                 Vec::new()
             }
             Err(e) => return Err(e.into()),
@@ -152,7 +153,7 @@ impl Fs {
     }
 
     fn check_not_mount(&self, path: &str) -> Result<()> {
-        let table = &self.inner.table;
+        let table = self.table();
         if table.is_mount_point(path) || !table.mount_children(path).is_empty() {
             return Err(FsError::new(
                 libc::EBUSY,
@@ -170,9 +171,10 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
         }
         let (mount, rel) = self.ufs_of(&path)?;
-        self.inner.table.mount(mount).ufs.create_dir(&rel).await?;
+        mount.ufs.create_dir(&rel).await?;
         self.invalidate(&path);
         self.inner.meta.put_stat(&path, Some(Stat::dir()));
+        self.announce(Change::Write { path });
         self.lookup(parent, name).await
     }
 
@@ -189,13 +191,14 @@ impl Fs {
         let was_pending = self.inner.pending.stat(&path).is_some();
         self.unlink_writers(&path).await;
         self.keep_open_readers(&path, false).await;
-        match self.inner.table.mount(mount).ufs.delete(&rel).await {
+        match mount.ufs.delete(&rel).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() && was_pending => {}
             Err(e) => return Err(e.into()),
         }
         self.invalidate(&path);
         self.inner.inodes.lock().unlink(&path);
+        self.announce(Change::Delete { path });
         Ok(())
     }
 
@@ -218,10 +221,11 @@ impl Fs {
             ));
         }
         let (mount, rel) = self.ufs_of(&path)?;
-        self.inner.table.mount(mount).ufs.remove_dir(&rel).await?;
+        mount.ufs.remove_dir(&rel).await?;
         self.invalidate(&path);
         self.inner.meta.invalidate_tree(&path);
         self.inner.inodes.lock().unlink(&path);
+        self.announce(Change::Delete { path });
         Ok(())
     }
 
@@ -250,7 +254,7 @@ impl Fs {
         self.check_not_mount(&to)?;
         let (mount, from_rel) = self.ufs_of(&from)?;
         let (to_mount, to_rel) = self.ufs_of(&to)?;
-        if mount != to_mount {
+        if !Arc::ptr_eq(&mount, &to_mount) {
             return Err(FsError::new(
                 libc::EXDEV,
                 format!("{from} and {to} are on different mounts"),
@@ -263,7 +267,7 @@ impl Fs {
                 format!("cannot move {from} into itself"),
             ));
         }
-        let ufs = &self.inner.table.mount(mount).ufs;
+        let ufs = &mount.ufs;
         match self.stat_path(&to).await {
             Ok(_) if flags.no_replace => {
                 return Err(FsError::new(libc::EEXIST, format!("{to} exists")));
@@ -305,6 +309,7 @@ impl Fs {
         }
         result?;
         self.inner.inodes.lock().rename(&from, &to);
+        self.announce(Change::Rename { from, to });
         Ok(())
     }
 
@@ -317,13 +322,9 @@ impl Fs {
             return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
         }
         let (mount, rel) = self.ufs_of(&path)?;
-        self.inner
-            .table
-            .mount(mount)
-            .ufs
-            .symlink(&rel, target)
-            .await?;
+        mount.ufs.symlink(&rel, target).await?;
         self.invalidate(&path);
+        self.announce(Change::Write { path });
         self.lookup(parent, name).await
     }
 
@@ -332,6 +333,6 @@ impl Fs {
         policy::check_symlinks(self.inner.cfg.symlinks)?;
         let path = self.path_of(ino)?;
         let (mount, rel) = self.ufs_of(&path)?;
-        Ok(self.inner.table.mount(mount).ufs.readlink(&rel).await?)
+        Ok(mount.ufs.readlink(&rel).await?)
     }
 }

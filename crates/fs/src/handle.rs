@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use weir_cache::ObjectKey;
+use weir_namespace::Mount;
 use weir_ufs::Stat;
 
 use crate::error::{FsError, Result};
@@ -145,12 +146,12 @@ impl Fs {
         h
     }
 
-    fn source(&self, path: &str, mount: usize, rel: &str, stat: &Stat) -> Source {
+    pub(crate) fn source(&self, path: &str, mount: &Arc<Mount>, rel: &str, stat: &Stat) -> Source {
         let version = stat.version();
-        let ufs = &self.inner.table.mount(mount).ufs;
+        let ufs = &mount.ufs;
         Source {
             path: path.to_string(),
-            mount,
+            mount: mount.clone(),
             rel: rel.to_string(),
             size: stat.size,
             key: ObjectKey::new(ufs.uri(), rel, &version),
@@ -189,17 +190,19 @@ impl Fs {
             Some(stat.clone())
         };
         let backing = match backing {
-            Some(b) => Some(self.pinned(&path, mount, &rel, b).await?),
+            Some(b) => Some(self.pinned(&path, &mount, &rel, b).await?),
             None => None,
         };
-        let src = backing.as_ref().map(|b| self.source(&path, mount, &rel, b));
+        let src = backing
+            .as_ref()
+            .map(|b| self.source(&path, &mount, &rel, b));
         if flags.write {
             policy::check_writable(self.inner.cfg.read_only, &path)?;
             self.settle_passthrough(ino).await;
         }
         let (mode, held) = self.choose_mode(ino, flags.write, src.as_ref())?;
         let fh = self.new_fh();
-        let writer = match self.open_writer(fh, &path, mount, &rel, flags, &backing, &src) {
+        let writer = match self.open_writer(fh, &path, &mount, &rel, flags, &backing, &src) {
             Ok(w) => w,
             Err(e) => {
                 self.give_back(ino, held);
@@ -222,7 +225,7 @@ impl Fs {
         &self,
         fh: u64,
         path: &str,
-        mount: usize,
+        mount: &Arc<Mount>,
         rel: &str,
         flags: OpenFlags,
         backing: &Option<Stat>,
@@ -272,8 +275,14 @@ impl Fs {
     /// without a version tag while a HEAD gives one; the version must not
     /// depend on which of them filled the cache, or one object would be
     /// cached twice, so a remote file without an etag is stat'ed afresh.
-    async fn pinned(&self, path: &str, mount: usize, rel: &str, stat: Stat) -> Result<Stat> {
-        let ufs = &self.inner.table.mount(mount).ufs;
+    pub(crate) async fn pinned(
+        &self,
+        path: &str,
+        mount: &Mount,
+        rel: &str,
+        stat: Stat,
+    ) -> Result<Stat> {
+        let ufs = &mount.ufs;
         if stat.etag.is_some() || ufs.is_local() {
             return Ok(stat);
         }
@@ -345,7 +354,7 @@ impl Fs {
         let fh = self.new_fh();
         let ino = self.inner.inodes.lock().lookup(&path, Kind::File);
         let (mode, held) = self.choose_mode(ino, true, None)?;
-        let writer = match self.new_writer(fh, &path, mount, &rel, Fresh::Truncated, None) {
+        let writer = match self.new_writer(fh, &path, &mount, &rel, Fresh::Truncated, None) {
             Ok(w) => w,
             Err(e) => {
                 self.give_back(ino, held);
@@ -467,7 +476,7 @@ impl Fs {
             return Ok(());
         }
         let (mount, rel) = self.ufs_of(path)?;
-        let base = (size != 0).then(|| self.source(path, mount, &rel, &stat));
+        let base = (size != 0).then(|| self.source(path, &mount, &rel, &stat));
         let fresh = if size == 0 {
             Fresh::Truncated
         } else {
@@ -475,7 +484,7 @@ impl Fs {
         };
         // A writer of no handle (0): a crash mid-way lets the resent SETATTR
         // do it all again.
-        let mut w = self.new_writer(0, path, mount, &rel, fresh, base)?;
+        let mut w = self.new_writer(0, path, &mount, &rel, fresh, base)?;
         let result = self.truncate_handle(&mut w, size).await;
         let finished = self.finish_writer(&mut w).await;
         result.and(finished)

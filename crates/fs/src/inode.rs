@@ -224,6 +224,11 @@ impl InodeTable {
         }
     }
 
+    /// Every path that names a node, with its id.
+    pub(crate) fn linked(&self) -> Vec<(String, u64)> {
+        self.by_path.iter().map(|(p, i)| (p.clone(), *i)).collect()
+    }
+
     /// Number of nodes the kernel holds.
     pub fn len(&self) -> usize {
         self.by_ino.len()

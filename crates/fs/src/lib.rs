@@ -12,16 +12,25 @@
 //! and handles kept for a takeover), `restore` (rebuilding them), `resend`
 //! (requests the kernel sends again after a takeover), `iomode` (cached
 //! or passthrough I/O per open inode), `keep` (open files outliving their
-//! names).
+//! names), `events` (changes announced to other nodes and invalidations
+//! received from them), `paths` (path-based access for the admin endpoint:
+//! stat, list, cached share, preload, drop).
+//!
+//! The mount table can be replaced while the filesystem serves
+//! ([`Fs::set_table`]): each call resolves its paths in one snapshot of the
+//! table, and open handles hold the mount they opened on, so they keep
+//! reading and writing it even if it leaves the table.
 
 mod dir;
 mod error;
+mod events;
 mod handle;
 mod inode;
 mod iomode;
 pub mod journal;
 mod keep;
 mod meta;
+mod paths;
 mod policy;
 mod read;
 mod resend;
@@ -33,13 +42,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use weir_cache::{MetaCache, PageCache};
-use weir_namespace::{MountTable, Resolved};
+use weir_namespace::{Mount, MountTable, Resolved};
 
 pub use error::{FsError, Result};
+pub use events::{Change, ChangeObserver, KernelNotifier};
 pub use inode::{InodeTable, ROOT_INO};
 pub use iomode::IoMode;
+pub use paths::{Cached, Loaded};
 pub use types::{
     Attr, DirEntry, FsConfig, KernelCache, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr,
     StatFs,
@@ -57,7 +68,8 @@ pub struct Fs {
 
 #[derive(Debug)]
 struct Inner {
-    table: MountTable,
+    /// The mount table now; replaced whole by [`Fs::set_table`].
+    table: RwLock<Arc<MountTable>>,
     meta: MetaCache,
     pages: Arc<PageCache>,
     cfg: FsConfig,
@@ -74,6 +86,22 @@ struct Inner {
     journal: Option<Arc<Journal>>,
     /// The I/O mode of each open inode (passthrough).
     io: iomode::IoModes,
+    /// Told of every change made through this filesystem (cluster mode).
+    observer: std::sync::OnceLock<Arc<dyn ChangeObserver>>,
+    /// Drops the kernel's cached entries and attributes on invalidations
+    /// from elsewhere.
+    kernel: std::sync::OnceLock<Arc<dyn KernelNotifier>>,
+}
+
+/// Where a namespace path lives, resolved in one snapshot of the table.
+#[derive(Debug)]
+enum Place {
+    /// In this mount, at this UFS-relative path (empty: the mount root).
+    Ufs(Arc<Mount>, String),
+    /// A directory that exists because mount points are below it.
+    Virtual,
+    /// Nowhere.
+    Outside,
 }
 
 /// How a journaled filesystem starts.
@@ -143,7 +171,7 @@ impl Fs {
             inner: Arc::new(Inner {
                 meta: MetaCache::new(cfg.metadata_ttl, 1_000_000),
                 fetches: read::Fetches::new(cfg.ufs_concurrency),
-                table,
+                table: RwLock::new(Arc::new(table)),
                 pages,
                 cfg,
                 inodes: Mutex::new(inodes),
@@ -154,6 +182,8 @@ impl Fs {
                 started: std::time::SystemTime::now(),
                 journal,
                 io: Default::default(),
+                observer: Default::default(),
+                kernel: Default::default(),
             }),
         }
     }
@@ -173,9 +203,21 @@ impl Fs {
         &self.inner.pages
     }
 
-    /// The mount table.
-    pub fn table(&self) -> &MountTable {
-        &self.inner.table
+    /// The mount table now (a snapshot: a later [`Fs::set_table`] does not
+    /// change it).
+    pub fn table(&self) -> Arc<MountTable> {
+        self.inner.table.read().clone()
+    }
+
+    /// Serves `table` from now on. Calls already running finish on the
+    /// table they started with; open handles keep their mount. Every cached
+    /// stat and listing is dropped, since paths may now mean other objects.
+    pub fn set_table(&self, table: MountTable) {
+        let mounts = table.mounts().len();
+        *self.inner.table.write() = Arc::new(table);
+        self.inner.meta.clear();
+        self.notify_kernel_all();
+        tracing::info!(mounts, "now serving a new mount table");
     }
 
     /// Number of open file and directory handles.
@@ -254,21 +296,27 @@ impl Fs {
         Ok(weir_namespace::child(&dir, name))
     }
 
-    fn resolve(&self, path: &str) -> Resolved {
-        self.inner.table.resolve(path)
+    /// Where `path` lives, in the table now.
+    fn place(&self, path: &str) -> Place {
+        let table = self.table();
+        match table.resolve(path) {
+            Resolved::Ufs { mount, rel } => Place::Ufs(table.mount(mount).clone(), rel),
+            Resolved::Virtual => Place::Virtual,
+            Resolved::Outside => Place::Outside,
+        }
     }
 
     /// The mount and UFS path holding `path`, which must be inside a mount
     /// and not a mount point itself.
-    fn ufs_of(&self, path: &str) -> Result<(usize, String)> {
-        match self.resolve(path) {
-            Resolved::Ufs { mount, rel } if !rel.is_empty() => Ok((mount, rel)),
-            Resolved::Ufs { .. } => Err(FsError::new(
+    fn ufs_of(&self, path: &str) -> Result<(Arc<Mount>, String)> {
+        match self.place(path) {
+            Place::Ufs(mount, rel) if !rel.is_empty() => Ok((mount, rel)),
+            Place::Ufs(..) => Err(FsError::new(
                 libc::EBUSY,
                 format!("{path} is a mount point"),
             )),
-            Resolved::Virtual => Err(FsError::read_only(path)),
-            Resolved::Outside => Err(FsError::not_found(path)),
+            Place::Virtual => Err(FsError::read_only(path)),
+            Place::Outside => Err(FsError::not_found(path)),
         }
     }
 

@@ -3,11 +3,11 @@
 //! the UFS. Symlinks are only surfaced when the `symlinks` switch is on;
 //! otherwise a symlink in a local UFS is hidden, never followed.
 
-use weir_namespace::{Resolved, split_name};
+use weir_namespace::{Mount, split_name};
 use weir_ufs::{Kind, Stat};
 
-use crate::Fs;
 use crate::error::{FsError, Result};
+use crate::{Fs, Place};
 
 /// Largest object we probe for the symlink marker on object stores.
 const SYMLINK_PROBE_MAX: u64 = 4096;
@@ -24,17 +24,17 @@ impl Fs {
     /// The attributes of `path` in the mount table and the UFS, ignoring
     /// files being written.
     pub(crate) async fn stat_backing(&self, path: &str) -> Result<Stat> {
-        let (mount, rel) = match self.resolve(path) {
-            Resolved::Virtual => return Ok(Stat::dir()),
-            Resolved::Outside => return Err(FsError::not_found(path)),
-            Resolved::Ufs { mount, rel } => (mount, rel),
+        let (mount, rel) = match self.place(path) {
+            Place::Virtual => return Ok(Stat::dir()),
+            Place::Outside => return Err(FsError::not_found(path)),
+            Place::Ufs(mount, rel) => (mount, rel),
         };
         if rel.is_empty() {
             return Ok(Stat::dir());
         }
         let found = match self.cached_stat(path) {
             Some(found) => found,
-            None => self.fetch_stat(path, mount, &rel).await?,
+            None => self.fetch_stat(path, &mount, &rel).await?,
         };
         match found {
             Some(stat) if stat.kind == Kind::Symlink && !self.inner.cfg.symlinks => {
@@ -42,7 +42,7 @@ impl Fs {
             }
             Some(stat) => Ok(stat),
             // A directory that only exists because a mount point is below it.
-            None if !self.inner.table.mount_children(path).is_empty() => Ok(Stat::dir()),
+            None if !self.table().mount_children(path).is_empty() => Ok(Stat::dir()),
             None => Err(FsError::not_found(path)),
         }
     }
@@ -65,8 +65,8 @@ impl Fs {
         )
     }
 
-    async fn fetch_stat(&self, path: &str, mount: usize, rel: &str) -> Result<Option<Stat>> {
-        let ufs = &self.inner.table.mount(mount).ufs;
+    async fn fetch_stat(&self, path: &str, mount: &Mount, rel: &str) -> Result<Option<Stat>> {
+        let ufs = &mount.ufs;
         let mut stat = match ufs.stat(rel).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() => {

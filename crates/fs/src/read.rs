@@ -19,6 +19,7 @@ use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use weir_cache::ObjectKey;
+use weir_namespace::Mount;
 
 use crate::Fs;
 use crate::error::{FsError, Result};
@@ -47,7 +48,8 @@ impl Fetches {
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
     pub path: String,
-    pub mount: usize,
+    /// The mount it was opened on, kept even if the table drops it.
+    pub mount: Arc<Mount>,
     pub rel: String,
     pub size: u64,
     pub key: ObjectKey,
@@ -305,7 +307,7 @@ impl Fs {
         let page = self.inner.pages.page_size();
         let offset = first * page;
         let len = (n * page).min(src.size.saturating_sub(offset));
-        let ufs = &self.inner.table.mount(src.mount).ufs;
+        let ufs = &src.mount.ufs;
         let data = match ufs.read(&src.rel, offset, len, src.etag.as_deref()).await {
             Ok(d) => d,
             Err(e) => {
@@ -364,9 +366,16 @@ mod tests {
     use super::*;
 
     fn reader(size: u64) -> Reader {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = weir_namespace::MountSpec {
+            path: "/".into(),
+            ufs: format!("file://{}", dir.path().display()),
+            options: Default::default(),
+        };
+        let table = weir_namespace::MountTable::open(&[spec], &Default::default()).unwrap();
         Reader::new(Source {
             path: "/f".into(),
-            mount: 0,
+            mount: table.mount(0).clone(),
             rel: "f".into(),
             size,
             key: ObjectKey::new("u", "f", "v"),

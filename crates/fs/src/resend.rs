@@ -1,10 +1,12 @@
 //! Requests the kernel sends again after a takeover (FUSE_NOTIFY_RESEND).
 //! The dead daemon may have carried one out and died before answering, so
 //! each is made idempotent here: a resent change that finds its work done
-//! answers as done, and brings the inode table in line with it.
+//! answers as done, and brings the inode table in line with it. It is
+//! announced again too: the dead daemon may have died before it could.
 
 use crate::Fs;
 use crate::error::{FsError, Result};
+use crate::events::Change;
 use crate::types::{Attr, Kind, RenameFlags};
 
 impl Fs {
@@ -28,6 +30,7 @@ impl Fs {
         let path = self.child_path(parent, name)?;
         tracing::info!(%path, "a resent removal found its work done");
         self.inner.inodes.lock().unlink(&path);
+        self.announce(Change::Delete { path });
         Ok(())
     }
 
@@ -53,6 +56,7 @@ impl Fs {
         }
         tracing::info!(%from, %to, "a resent rename found its work done");
         self.inner.inodes.lock().rename(&from, &to);
+        self.announce(Change::Rename { from, to });
         Ok(())
     }
 
@@ -89,6 +93,9 @@ impl Fs {
             return Err(exists);
         }
         tracing::info!(name, "a resent creation found its work done");
+        if let Ok(path) = self.child_path(parent, name) {
+            self.announce(Change::Write { path });
+        }
         Ok(attr)
     }
 }

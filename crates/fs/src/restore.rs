@@ -182,11 +182,10 @@ impl Fs {
 
     fn restored_source(&self, s: &SourceRecord) -> Result<Source> {
         let (mount, rel) = self.ufs_of(&s.path)?;
-        let ufs = &self.inner.table.mount(mount).ufs;
         Ok(Source {
             path: s.path.clone(),
+            key: weir_cache::ObjectKey::new(mount.ufs.uri(), &rel, &s.version),
             mount,
-            key: weir_cache::ObjectKey::new(ufs.uri(), &rel, &s.version),
             rel,
             size: s.size,
             etag: s.etag.clone(),

@@ -15,9 +15,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use weir_namespace::Mount;
 use weir_ufs::{Kind, Stat};
 
 use crate::error::{FsError, Result};
+use crate::events::Change;
 use crate::read::Source;
 use crate::{Fs, policy};
 
@@ -119,7 +121,8 @@ pub(crate) struct Writer {
     /// The handle it belongs to (0: a writer of no handle, not journaled).
     pub fh: u64,
     pub path: String,
-    pub mount: usize,
+    /// The mount it writes to, kept even if the table drops it.
+    pub mount: Arc<Mount>,
     pub rel: String,
     pub(crate) staging: Option<(File, PathBuf)>,
     pub(crate) size: u64,
@@ -198,7 +201,7 @@ impl Fs {
         &self,
         fh: u64,
         path: &str,
-        mount: usize,
+        mount: &Arc<Mount>,
         rel: &str,
         fresh: Fresh,
         base: Option<Source>,
@@ -206,7 +209,7 @@ impl Fs {
         let mut w = Writer {
             fh,
             path: path.to_string(),
-            mount,
+            mount: mount.clone(),
             rel: rel.to_string(),
             staging: None,
             size: 0,
@@ -320,14 +323,16 @@ impl Fs {
             return Ok(());
         };
         file.sync_data()?;
-        let ufs = &self.inner.table.mount(w.mount).ufs;
-        let result = ufs.upload(&w.rel, staging).await;
+        let result = w.mount.ufs.upload(&w.rel, staging).await;
         self.invalidate(&w.path);
         match result {
             Ok(stat) => {
                 w.dirty = false;
                 self.journal_writer(w);
                 self.inner.meta.put_stat(&w.path, Some(stat));
+                self.announce(Change::Write {
+                    path: w.path.clone(),
+                });
                 tracing::debug!(path = %w.path, bytes = w.size, "uploaded");
                 Ok(())
             }
@@ -403,8 +408,8 @@ impl Fs {
             if let Some(p) = self.inner.pending.remove(&w.path) {
                 self.inner.pending.insert(&new_path, p);
             }
-            let (mount, rel) = match self.resolve(&new_path) {
-                weir_namespace::Resolved::Ufs { mount, rel } => (mount, rel),
+            let (mount, rel) = match self.place(&new_path) {
+                crate::Place::Ufs(mount, rel) => (mount, rel),
                 _ => {
                     return Err(FsError::new(
                         libc::EXDEV,

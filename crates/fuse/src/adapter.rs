@@ -2,10 +2,12 @@
 //! call on the tokio runtime and turns the result into a reply; an
 //! [`FsError`] becomes its errno. Nothing here decides semantics. The one
 //! piece of state here is the kernel's backing files for passthrough opens,
-//! which only fuser can register and close.
+//! which only fuser can register and close. Every request is counted and
+//! timed in one place ([`Adapter::call`] and [`Adapter::measure`]).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::future::Future;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -19,6 +21,7 @@ use tokio::runtime::Handle;
 use weir_fs::{Attr, Fs, FsError, IoMode, Kind, OpenFlags, Opened, Origin, RenameFlags, SetAttr};
 
 use crate::MountOptions;
+use crate::stats::{FuseMetrics, Op};
 
 /// Largest read or write request we ask the kernel for.
 const MAX_REQUEST: u32 = 1 << 20;
@@ -33,6 +36,7 @@ pub struct Adapter {
     passthrough: bool,
     /// The registered backing file of each inode open in passthrough mode.
     backings: parking_lot::Mutex<HashMap<u64, BackingId>>,
+    metrics: FuseMetrics,
 }
 
 impl Adapter {
@@ -52,7 +56,32 @@ impl Adapter {
             parallel_dirops,
             passthrough,
             backings: Default::default(),
+            metrics: FuseMetrics::new(),
         }
+    }
+
+    /// Runs the core call of request `op` on the runtime, counted and timed.
+    fn call<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = Result<T, FsError>>,
+    ) -> Result<T, FsError> {
+        self.measure(op, || self.rt.block_on(call))
+    }
+
+    /// Runs the answer to request `op`, counted and timed.
+    fn measure<T>(&self, op: Op, f: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
+        let request = self.metrics.start(op);
+        let r = f();
+        request.done(r.as_ref().err().map(FsError::errno));
+        r
+    }
+
+    /// A request weir refuses outright, counted like any other.
+    fn refuse(&self, op: Op, what: &str) -> Errno {
+        let r: Result<(), FsError> = self.measure(op, || Err(FsError::unsupported(what)));
+        tracing::debug!("{what}: not supported");
+        Errno::from_i32(r.err().map_or(libc::ENOTSUP, |e| e.errno()))
     }
 
     /// Answers an open in the mode the core chose, registering the backing
@@ -192,11 +221,6 @@ fn origin(req: &Request) -> Origin {
     }
 }
 
-fn unsupported(what: &str) -> Errno {
-    tracing::debug!("{what}: not supported");
-    Errno::from_i32(libc::ENOTSUP)
-}
-
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC arrives with open, so truncation and the new content are
@@ -230,16 +254,21 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = name_str(name).and_then(|n| self.rt.block_on(self.fs.lookup(parent.0, n)));
+        let r = self.call(Op::Lookup, async {
+            self.fs.lookup(parent.0, name_str(name)?).await
+        });
         self.entry(reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        let _ = self.measure(Op::Forget, || {
+            self.fs.forget(ino.0, nlookup);
+            Ok(())
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.rt.block_on(self.fs.getattr(ino.0)) {
+        match self.call(Op::Getattr, self.fs.getattr(ino.0)) {
             Ok(a) => reply.attr(&self.opts.attr_timeout, &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -270,17 +299,14 @@ impl fuser::Filesystem for Adapter {
             gid,
             times: atime.is_some() || mtime.is_some(),
         };
-        match self
-            .rt
-            .block_on(self.fs.setattr(ino.0, &set, fh.map(|f| f.0)))
-        {
+        match self.call(Op::Setattr, self.fs.setattr(ino.0, &set, fh.map(|f| f.0))) {
             Ok(a) => reply.attr(&self.opts.attr_timeout, &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.rt.block_on(self.fs.readlink(ino.0)) {
+        match self.call(Op::Readlink, self.fs.readlink(ino.0)) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -296,7 +322,7 @@ impl fuser::Filesystem for Adapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(unsupported("mknod"));
+        reply.error(self.refuse(Op::Mknod, "mknod"));
     }
 
     fn mkdir(
@@ -308,33 +334,36 @@ impl fuser::Filesystem for Adapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = name_str(name).and_then(|n| {
+        let r = self.call(Op::Mkdir, async {
+            let n = name_str(name)?;
             if resent(req) {
-                self.rt.block_on(self.fs.mkdir_resent(parent.0, n))
+                self.fs.mkdir_resent(parent.0, n).await
             } else {
-                self.rt.block_on(self.fs.mkdir(parent.0, n))
+                self.fs.mkdir(parent.0, n).await
             }
         });
         self.entry(reply, r);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| {
+        let r = self.call(Op::Unlink, async {
+            let n = name_str(name)?;
             if resent(req) {
-                self.rt.block_on(self.fs.unlink_resent(parent.0, n))
+                self.fs.unlink_resent(parent.0, n).await
             } else {
-                self.rt.block_on(self.fs.unlink(parent.0, n))
+                self.fs.unlink(parent.0, n).await
             }
         });
         self.empty(reply, r);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| {
+        let r = self.call(Op::Rmdir, async {
+            let n = name_str(name)?;
             if resent(req) {
-                self.rt.block_on(self.fs.rmdir_resent(parent.0, n))
+                self.fs.rmdir_resent(parent.0, n).await
             } else {
-                self.rt.block_on(self.fs.rmdir(parent.0, n))
+                self.fs.rmdir(parent.0, n).await
             }
         });
         self.empty(reply, r);
@@ -348,14 +377,15 @@ impl fuser::Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = name_str(link_name).and_then(|n| {
+        let r = self.call(Op::Symlink, async {
+            let n = name_str(link_name)?;
             let t = target
                 .to_str()
                 .ok_or_else(|| FsError::new(libc::EINVAL, "symlink targets must be UTF-8"))?;
             if resent(req) {
-                self.rt.block_on(self.fs.symlink_resent(parent.0, n, t))
+                self.fs.symlink_resent(parent.0, n, t).await
             } else {
-                self.rt.block_on(self.fs.symlink(parent.0, n, t))
+                self.fs.symlink(parent.0, n, t).await
             }
         });
         self.entry(reply, r);
@@ -376,14 +406,12 @@ impl fuser::Filesystem for Adapter {
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE)
                 || flags.contains(FuseRenameFlags::RENAME_WHITEOUT),
         };
-        let r = name_str(name).and_then(|n| {
-            let nn = name_str(newname)?;
+        let r = self.call(Op::Rename, async {
+            let (n, nn) = (name_str(name)?, name_str(newname)?);
             if resent(req) {
-                self.rt
-                    .block_on(self.fs.rename_resent(parent.0, n, newparent.0, nn, f))
+                self.fs.rename_resent(parent.0, n, newparent.0, nn, f).await
             } else {
-                self.rt
-                    .block_on(self.fs.rename(parent.0, n, newparent.0, nn, f))
+                self.fs.rename(parent.0, n, newparent.0, nn, f).await
             }
         });
         self.empty(reply, r);
@@ -397,15 +425,12 @@ impl fuser::Filesystem for Adapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(unsupported("hard links"));
+        reply.error(self.refuse(Op::Link, "hard links"));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         let flags = OpenFlags::from_raw(flags.0);
-        match self
-            .rt
-            .block_on(self.fs.open_from(ino.0, flags, origin(req)))
-        {
+        match self.call(Op::Open, self.fs.open_from(ino.0, flags, origin(req))) {
             Ok(o) => self.reply_open(ino.0, o, reply),
             Err(e) => reply.error(errno(&e)),
         }
@@ -422,7 +447,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.rt.block_on(self.fs.read(fh.0, offset, size)) {
+        match self.call(Op::Read, self.fs.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -440,11 +465,13 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let written = if resent(req) {
-            self.rt.block_on(self.fs.write_resent(fh.0, offset, data))
-        } else {
-            self.rt.block_on(self.fs.write(fh.0, offset, data))
-        };
+        let written = self.call(Op::Write, async {
+            if resent(req) {
+                self.fs.write_resent(fh.0, offset, data).await
+            } else {
+                self.fs.write(fh.0, offset, data).await
+            }
+        });
         match written {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -460,7 +487,7 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let pid = process_of(req.pid());
-        let r = self.rt.block_on(self.fs.flush_from(fh.0, pid));
+        let r = self.call(Op::Flush, self.fs.flush_from(fh.0, pid));
         self.empty(reply, r);
     }
 
@@ -474,11 +501,14 @@ impl fuser::Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let (r, closed) = self.rt.block_on(self.fs.release_io(fh.0));
-        if closed.is_some() {
-            // The inode's last passthrough open: dropping closes the backing.
-            self.backings.lock().remove(&ino.0);
-        }
+        let r = self.call(Op::Release, async {
+            let (r, closed) = self.fs.release_io(fh.0).await;
+            if closed.is_some() {
+                // The inode's last passthrough open: dropping closes the backing.
+                self.backings.lock().remove(&ino.0);
+            }
+            r
+        });
         self.empty(reply, r);
     }
 
@@ -490,12 +520,12 @@ impl fuser::Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.rt.block_on(self.fs.flush(fh.0));
+        let r = self.call(Op::Fsync, self.fs.flush(fh.0));
         self.empty(reply, r);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        match self.rt.block_on(self.fs.opendir_from(ino.0, origin(req))) {
+        match self.call(Op::Opendir, self.fs.opendir_from(ino.0, origin(req))) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -509,7 +539,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.rt.block_on(self.fs.readdir(fh.0, offset)) {
+        match self.call(Op::Readdir, self.fs.readdir(fh.0, offset)) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate() {
                     let kind = match e.kind {
@@ -535,12 +565,16 @@ impl fuser::Filesystem for Adapter {
         _flags: FuseOpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        let _ = self.measure(Op::Releasedir, || {
+            self.fs.releasedir(fh.0);
+            Ok(())
+        });
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.fs.statfs();
+        let _ = self.measure(Op::Statfs, || Ok(()));
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
         );
@@ -556,7 +590,7 @@ impl fuser::Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(unsupported("xattr"));
+        reply.error(self.refuse(Op::Xattr, "xattr"));
     }
 
     fn getxattr(
@@ -567,15 +601,15 @@ impl fuser::Filesystem for Adapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(unsupported("xattr"));
+        reply.error(self.refuse(Op::Xattr, "xattr"));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(unsupported("xattr"));
+        reply.error(self.refuse(Op::Xattr, "xattr"));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(unsupported("xattr"));
+        reply.error(self.refuse(Op::Xattr, "xattr"));
     }
 
     fn create(
@@ -588,10 +622,11 @@ impl fuser::Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = name_str(name).and_then(|n| {
+        let r = self.call(Op::Create, async {
             let flags = OpenFlags::from_raw(flags);
-            self.rt
-                .block_on(self.fs.create_from(parent.0, n, flags, origin(req)))
+            self.fs
+                .create_from(parent.0, name_str(name)?, flags, origin(req))
+                .await
         });
         match r {
             Ok((a, o)) => reply.created(
@@ -618,7 +653,9 @@ impl fuser::Filesystem for Adapter {
     ) {
         // What a regular file answers to terminal and device ioctls (Python
         // asks TCGETS on every buffered open).
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        let r: Result<(), FsError> =
+            self.measure(Op::Ioctl, || Err(FsError::new(libc::ENOTTY, "ioctl")));
+        reply.error(Errno::from_i32(r.err().map_or(libc::ENOTTY, |e| e.errno())));
     }
 
     fn fallocate(
@@ -631,7 +668,7 @@ impl fuser::Filesystem for Adapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(unsupported("fallocate"));
+        reply.error(self.refuse(Op::Fallocate, "fallocate"));
     }
 }
 

@@ -10,11 +10,15 @@
 //!   and the multi-threaded loop.
 //! - `takeover`: the INIT handshake over a socketpair, so that fuser starts
 //!   on a connection an earlier daemon initialised, and FUSE_NOTIFY_RESEND.
+//! - `stats`: request counts, errors and latencies as metrics.
+//! - `notify`: kernel cache invalidations for changes made on other nodes.
 
 mod adapter;
 pub mod mount;
+mod notify;
 mod options;
 mod serve;
+mod stats;
 mod takeover;
 
 pub use adapter::Adapter;

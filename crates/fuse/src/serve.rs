@@ -125,6 +125,7 @@ pub fn serve(
     // Requests taken from a cloned fd die with the process instead of being
     // resent after a crash, so every thread reads the one shared fd.
     config.clone_fd = false;
+    let core = fs.clone();
     let adapter = Adapter::new(
         fs,
         rt,
@@ -149,6 +150,12 @@ pub fn serve(
         }
     }
     .map_err(mount_err)?;
+    match crate::notify::KernelInval::start(session.notifier()) {
+        Ok(k) => core.set_kernel_notifier(std::sync::Arc::new(k)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start kernel invalidations; the kernel's timeouts bound what it caches")
+        }
+    }
     let probe = mountpoint.to_path_buf();
     let read_ahead_kb = settings.read_ahead_kb;
     std::thread::spawn(move || {

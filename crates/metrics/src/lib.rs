@@ -2,12 +2,19 @@
 //! descriptions, and the Prometheus scrape endpoint.
 //!
 //! Crates record through the `metrics` facade with these names; nothing is
-//! exported until a binary calls [`serve`]. `docs/metrics.md` lists the same
-//! names, and a test keeps the two in step.
+//! exported until a binary calls [`serve`] (a plain endpoint),
+//! [`serve_with`] (an endpoint that appends another process's metrics) or
+//! [`install_recorder`] (render on demand). `docs/metrics.md` lists the
+//! same names, and a test keeps the two in step.
 
 use std::net::SocketAddr;
 
 pub use metrics::{counter, gauge, histogram};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
+mod endpoint;
+
+pub use endpoint::{Extra, install_recorder, keep_up, serve_with};
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -75,11 +82,11 @@ pub mod names {
     pub const CLUSTER_MISSED_EVENTS: &str = "weir_cluster_missed_events_total";
 }
 
-/// Why the metrics endpoint could not start.
+/// Why the metrics endpoint (or the recorder) could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr}: {reason}")]
+#[error("cannot serve metrics{}: {reason}", addr.map(|a| format!(" on {a}")).unwrap_or_default())]
 pub struct ServeError {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     reason: String,
 }
 
@@ -89,7 +96,7 @@ pub fn serve(addr: SocketAddr) -> Result<(), ServeError> {
     // Bind first: the exporter would otherwise report a taken port only in
     // its own background thread, after we claimed success.
     let probe = std::net::TcpListener::bind(addr).map_err(|e| ServeError {
-        addr,
+        addr: Some(addr),
         reason: e.to_string(),
     })?;
     drop(probe);
@@ -97,7 +104,7 @@ pub fn serve(addr: SocketAddr) -> Result<(), ServeError> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| ServeError {
-            addr,
+            addr: Some(addr),
             reason: e.to_string(),
         })?;
     describe();

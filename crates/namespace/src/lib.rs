@@ -4,12 +4,13 @@
 //! mount path (`/`, `/s3`, `/datasets/imagenet`) to an opened [`Ufs`], and
 //! resolves any namespace path to the mount that serves it plus the path
 //! relative to that mount's root. Ancestors of mount points that no mount
-//! covers are virtual directories.
+//! covers, and the root, are virtual directories.
 
 mod path;
 mod store;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use weir_ufs::{Tuning, Ufs};
@@ -91,50 +92,98 @@ pub enum Resolved {
     Outside,
 }
 
-/// The whole mount table, ready to resolve paths.
-#[derive(Debug)]
+/// The whole mount table, ready to resolve paths. Mounts are shared
+/// (`Arc`), so a table built from a changed list keeps the opened storage of
+/// every mount that did not change, and a handle that holds a mount keeps
+/// using it after the table moved on.
+#[derive(Debug, Default)]
 pub struct MountTable {
-    mounts: Vec<Mount>,
+    mounts: Vec<Arc<Mount>>,
 }
 
 impl MountTable {
-    /// Validates `specs` and opens every UFS.
+    /// Validates `specs` and opens every UFS; any bad spec fails the table.
     pub fn open(specs: &[MountSpec], tuning: &Tuning) -> Result<MountTable, NamespaceError> {
         if specs.is_empty() {
             return Err(NamespaceError::Empty);
         }
-        let mut mounts: Vec<Mount> = Vec::with_capacity(specs.len());
+        let mut table = MountTable::default();
         for spec in specs {
-            let path = normalize(&spec.path).map_err(|source| NamespaceError::BadPath {
-                path: spec.path.clone(),
-                source,
-            })?;
-            if mounts.iter().any(|m| m.path == path) {
-                return Err(NamespaceError::Duplicate(path));
-            }
-            let ufs = Ufs::open(&spec.ufs, &spec.options, tuning.clone()).map_err(|source| {
-                NamespaceError::Ufs {
-                    path: path.clone(),
-                    uri: weir_ufs::uri::redact(&spec.ufs),
-                    source,
-                }
-            })?;
-            mounts.push(Mount {
-                path,
-                ufs,
-                spec: spec.clone(),
-            });
+            table.add(spec, tuning, None)?;
         }
-        Ok(MountTable { mounts })
+        Ok(table)
+    }
+
+    /// A table of every spec that can be served, reusing the mounts of
+    /// `previous` whose spec is unchanged, and the reasons the others were
+    /// left out. An empty table is allowed: in cluster mode the table is
+    /// whatever the cluster holds, and one bad entry must not take the
+    /// other mounts down with it.
+    pub fn open_lenient(
+        specs: &[MountSpec],
+        tuning: &Tuning,
+        previous: Option<&MountTable>,
+    ) -> (MountTable, Vec<NamespaceError>) {
+        let mut table = MountTable::default();
+        let mut errors = Vec::new();
+        for spec in specs {
+            if let Err(e) = table.add(spec, tuning, previous) {
+                errors.push(e);
+            }
+        }
+        (table, errors)
+    }
+
+    fn add(
+        &mut self,
+        spec: &MountSpec,
+        tuning: &Tuning,
+        previous: Option<&MountTable>,
+    ) -> Result<(), NamespaceError> {
+        let path = normalize(&spec.path).map_err(|source| NamespaceError::BadPath {
+            path: spec.path.clone(),
+            source,
+        })?;
+        if self.mounts.iter().any(|m| m.path == path) {
+            return Err(NamespaceError::Duplicate(path));
+        }
+        let reused = previous
+            .and_then(|t| t.mounts.iter().find(|m| m.path == path && m.spec == *spec))
+            .cloned();
+        let mount = match reused {
+            Some(m) => m,
+            None => {
+                let ufs =
+                    Ufs::open(&spec.ufs, &spec.options, tuning.clone()).map_err(|source| {
+                        NamespaceError::Ufs {
+                            path: path.clone(),
+                            uri: weir_ufs::uri::redact(&spec.ufs),
+                            source,
+                        }
+                    })?;
+                Arc::new(Mount {
+                    path,
+                    ufs,
+                    spec: spec.clone(),
+                })
+            }
+        };
+        self.mounts.push(mount);
+        Ok(())
+    }
+
+    /// The specs of the mounts served, in table order.
+    pub fn specs(&self) -> Vec<MountSpec> {
+        self.mounts.iter().map(|m| m.spec.clone()).collect()
     }
 
     /// All mounts, in table order.
-    pub fn mounts(&self) -> &[Mount] {
+    pub fn mounts(&self) -> &[Arc<Mount>] {
         &self.mounts
     }
 
     /// The mount with index `i`.
-    pub fn mount(&self, i: usize) -> &Mount {
+    pub fn mount(&self, i: usize) -> &Arc<Mount> {
         &self.mounts[i]
     }
 
@@ -149,10 +198,13 @@ impl MountTable {
         if let Some((mount, _, rel)) = best {
             return Resolved::Ufs { mount, rel };
         }
-        if self
-            .mounts
-            .iter()
-            .any(|m| relative_to(path, &m.path).is_some())
+        // The root is a directory even with no mount at all (an empty
+        // cluster table), or the mount itself would be unusable.
+        if path == "/"
+            || self
+                .mounts
+                .iter()
+                .any(|m| relative_to(path, &m.path).is_some())
         {
             Resolved::Virtual
         } else {
@@ -254,6 +306,38 @@ mod tests {
         assert_eq!(t.mount_children("/"), vec!["a"]);
         assert_eq!(t.mount_children("/a"), vec!["b", "c"]);
         assert!(t.mount_children("/a/b").is_empty());
+    }
+
+    #[test]
+    fn a_lenient_table_keeps_good_mounts_and_reuses_unchanged_ones() {
+        let (first, _d) = table(&["/a", "/b"]);
+        let mut specs = first.specs();
+        specs.push(MountSpec {
+            path: "/bad".into(),
+            ufs: "bogus://x".into(),
+            options: BTreeMap::new(),
+        });
+        specs[1].options.insert("changed".into(), "yes".into());
+        let (next, errors) = MountTable::open_lenient(&specs, &Tuning::default(), Some(&first));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("/bad"), "{}", errors[0]);
+        assert_eq!(next.mounts().len(), 2);
+        assert!(
+            Arc::ptr_eq(&next.mounts()[0], &first.mounts()[0]),
+            "unchanged: reused"
+        );
+        assert!(
+            !Arc::ptr_eq(&next.mounts()[1], &first.mounts()[1]),
+            "changed: reopened"
+        );
+        let (empty, errors) = MountTable::open_lenient(&[], &Tuning::default(), None);
+        assert!(empty.mounts().is_empty() && errors.is_empty());
+        assert_eq!(empty.resolve("/x"), Resolved::Outside);
+        assert_eq!(
+            empty.resolve("/"),
+            Resolved::Virtual,
+            "the root is always there"
+        );
     }
 
     #[test]

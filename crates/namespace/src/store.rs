@@ -1,5 +1,5 @@
 //! Where the mount table comes from. The embedded default is the YAML
-//! config file; cluster mode will add an etcd-backed store.
+//! config file; cluster mode's store is `weir_cluster::ClusterStore`.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! Command-line parsing and the `mount` / `umount` commands.
+//! Command-line parsing and the `mount` / `umount` commands (`weir fs`
+//! is in `fscmd`).
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -30,6 +31,9 @@ enum Cmd {
     Umount(UmountArgs),
     /// Run the Kubernetes CSI driver (node plugin, controller, or both).
     Csi(CsiArgs),
+    /// Ask a running mount: ls, stat, mount, umount, mounts, check-cached,
+    /// load, drop-cache, doctor.
+    Fs(crate::fscmd::FsArgs),
 }
 
 /// `weir csi`
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mount(args) => mount(args),
         Cmd::Umount(args) => umount(&args.mountpoint, args.lazy),
         Cmd::Csi(args) => crate::csi::run(args),
+        Cmd::Fs(args) => crate::fscmd::run(args),
     }
 }
 
@@ -148,6 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn effective_config(args: &MountArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_deref(), &args.sets)?;
     if let Some(uri) = &args.ufs {
+        if config.cluster.enabled() {
+            bail!(
+                "--ufs: in cluster mode the mount table lives in etcd; add mounts with `weir fs mount PATH URI`"
+            );
+        }
         if !config.mounts.is_empty() {
             bail!("--ufs and a config with mounts both name the storage; use one");
         }
@@ -157,7 +167,7 @@ pub fn effective_config(args: &MountArgs) -> anyhow::Result<Config> {
             options: Default::default(),
         });
     }
-    if config.mounts.is_empty() {
+    if config.mounts.is_empty() && !config.cluster.enabled() {
         bail!("nothing to mount: give --ufs URI, or --config FILE with a `mounts` list");
     }
     if let Some(dir) = &args.cache_dir {

@@ -27,8 +27,10 @@ pub struct Config {
     pub fuse: FuseSection,
     /// Asynchronous write-back (not available yet).
     pub write_cache: WriteCacheSection,
-    /// Cluster mode (not available yet).
+    /// Cluster mode: the mount table in etcd.
     pub cluster: ClusterSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
 }
 
 /// `cache:`
@@ -130,12 +132,77 @@ pub struct WriteCacheSection {
     pub enabled: bool,
 }
 
-/// `cluster:`
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+/// `cluster:`. Cluster mode is on when `etcd` names endpoints.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
-    /// etcd endpoints.
+    /// etcd client URLs; empty: standalone (the YAML file's table).
     pub etcd: Vec<String>,
+    /// The cluster's name: daemons with the same name share one table.
+    pub name: String,
+    /// This node's id; two daemons that run at once need different ids.
+    /// Empty: the host name.
+    pub node_id: String,
+    /// How long a node stays listed after it stops renewing its lease.
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+    /// How long one etcd request may take.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// How long a starting daemon waits for the table (from etcd, or else
+    /// from the last copy kept in the cache dir).
+    #[serde(deserialize_with = "duration")]
+    pub start_timeout: Duration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            etcd: Vec::new(),
+            name: "default".into(),
+            node_id: String::new(),
+            lease_ttl: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+
+    /// The node id to register with: `node_id`, or the host name.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "weir".into())
+    }
+
+    /// The cluster client's settings; `table_cache` keeps the last table.
+    pub fn client_config(&self, table_cache: PathBuf) -> weir_cluster::ClusterConfig {
+        let mut c =
+            weir_cluster::ClusterConfig::new(self.etcd.clone(), self.name.clone(), self.node_id());
+        c.lease_ttl = self.lease_ttl;
+        c.request_timeout = self.request_timeout;
+        c.table_cache = Some(table_cache);
+        c
+    }
+}
+
+/// `metrics:`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve Prometheus text on this address (host:port); none: off.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -211,10 +278,19 @@ impl Config {
                 "write_cache.enabled: asynchronous write-back is not available in this version of weir; leave it off"
             );
         }
-        if !self.cluster.etcd.is_empty() {
-            bail!(
-                "cluster.etcd: cluster mode is not available in this version of weir; remove the cluster section"
-            );
+        if self.cluster.enabled() {
+            if !self.mounts.is_empty() {
+                bail!(
+                    "cluster.etcd: in cluster mode the mount table lives in etcd; remove `mounts` (and --ufs) and add mounts with `weir fs mount PATH URI`"
+                );
+            }
+            if self.cluster.start_timeout.is_zero() {
+                bail!("cluster.start_timeout must not be zero");
+            }
+            self.cluster
+                .client_config(PathBuf::from("/"))
+                .validate()
+                .map_err(|e| anyhow::anyhow!("cluster: {e}"))?;
         }
         if self.fuse.threads == 0 || self.fuse.threads > 1024 {
             bail!(
@@ -355,6 +431,40 @@ mod tests {
     #[test]
     fn unavailable_features_are_refused_not_ignored() {
         assert!(load_str("write_cache: {enabled: true}\n", &[]).is_err());
-        assert!(load_str("cluster: {etcd: ['http://127.0.0.1:2379']}\n", &[]).is_err());
+    }
+
+    #[test]
+    fn cluster_section_parses_and_is_checked() {
+        let c = load_str(
+            "cluster: {etcd: ['http://127.0.0.1:2379'], name: prod, node_id: n1, lease_ttl: 5s}\nmetrics: {addr: '127.0.0.1:9464'}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.cluster.enabled());
+        let cc = c.cluster.client_config(PathBuf::from("/c/t.json"));
+        assert_eq!((cc.cluster.as_str(), cc.node_id.as_str()), ("prod", "n1"));
+        assert_eq!(cc.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(!Config::default().cluster.enabled());
+        for (bad, word) in [
+            ("cluster: {etcd: ['127.0.0.1:2379']}\n", "http://"),
+            (
+                "cluster: {etcd: ['http://e:2379'], name: 'a b'}\n",
+                "cluster name",
+            ),
+            (
+                "cluster: {etcd: ['http://e:2379'], lease_ttl: 1s}\n",
+                "lease_ttl",
+            ),
+            (
+                "cluster: {etcd: ['http://e:2379']}\nmounts: [{path: /, ufs: 'file:///x'}]\n",
+                "lives in etcd",
+            ),
+            ("metrics: {addr: 'nope'}\n", "addr"),
+        ] {
+            let e = load_str(bad, &[]).unwrap_err().to_string();
+            assert!(e.contains(word), "{bad}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The mount daemon: builds the storage, caches and filesystem from the
-//! configuration, serves the FUSE connection its supervisor holds (a new
-//! one, or one whose previous daemon died), reports readiness, and serves
-//! until unmounted.
+//! configuration (the table from the YAML file or from etcd, see
+//! `control`), serves the FUSE connection its supervisor holds (a new one,
+//! or one whose previous daemon died) and its admin endpoint, reports
+//! readiness, and serves until unmounted.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -14,10 +15,10 @@ use weir_cache::{PageCache, PageCacheConfig};
 use weir_fs::{Fs, FsConfig, Start};
 use weir_fuse::{Connection, Handshake, LoopSettings, MountOptions};
 use weir_namespace::MountTable;
-use weir_ufs::Tuning;
 
 use crate::cli::MountArgs;
 use crate::config::Config;
+use crate::control::{self, Control};
 
 /// How long the startup check waits for each UFS to answer.
 const REACH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -64,6 +65,7 @@ struct Running {
     settings: LoopSettings,
     mountpoint: std::path::PathBuf,
     conn: Connection,
+    control: Control,
     _lock: Flock<std::fs::File>,
 }
 
@@ -75,17 +77,33 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     let lock = lock_cache_dir(dir)?;
     // For operators and tests: which process serves this cache dir.
     let _ = std::fs::write(dir.join("weir.pid"), format!("{}\n", std::process::id()));
+    // Before anything records: metrics recorded earlier would be lost.
+    let metrics: weir_admin::Render = match weir_metrics::install_recorder() {
+        Ok(handle) => {
+            weir_metrics::keep_up(handle.clone());
+            Arc::new(move || handle.render())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics are not recorded");
+            Arc::new(String::new)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("weir-io")
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    let table = MountTable::open(&config.mounts, &Tuning::default())?;
-    if !args.takeover {
+    let session_dir = args
+        .session_dir
+        .clone()
+        .context("daemon mode needs --session-dir")?;
+    let plan = control::open_table(&rt, config, &session_dir, args.takeover)?;
+    if !args.takeover && plan.is_standalone() {
         // A replacement serves from the cache even while a storage is
-        // down, rather than leave the mount without a daemon.
-        rt.block_on(check_reachable(&table))?;
+        // down, rather than leave the mount without a daemon. A cluster
+        // table's bad entries are skipped and reported instead.
+        rt.block_on(check_reachable(&plan.table))?;
     }
     let page_size = config.cache.page_size.as_u64();
     let pages = PageCache::open(PageCacheConfig {
@@ -104,16 +122,16 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
     fs_cfg.fetch_pages = config.cache.fetch_size.as_u64() / page_size;
     fs_cfg.uid = nix::unistd::getuid().as_raw();
     fs_cfg.gid = nix::unistd::getgid().as_raw();
-    let session_dir = args
-        .session_dir
-        .clone()
-        .context("daemon mode needs --session-dir")?;
     let start = if args.takeover {
         Start::Takeover
     } else {
         Start::Fresh
     };
-    let fs = Fs::journaled(table, Arc::new(pages), fs_cfg, &session_dir, start)?;
+    let fs = Fs::journaled(plan.table, Arc::new(pages), fs_cfg, &session_dir, start)?;
+    let control = {
+        let _in_rt = rt.enter();
+        control::start(&fs, plan.origin, config, &args.mountpoint, metrics)?
+    };
     let fd = args.fuse_fd.context("daemon mode needs --fuse-fd")?;
     let init_file = session_dir.join("init");
     let handshake = if args.takeover {
@@ -139,6 +157,7 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Running> {
         },
         mountpoint: args.mountpoint.clone(),
         conn,
+        control,
         _lock: lock,
     })
 }
@@ -198,7 +217,7 @@ impl Running {
             }
         };
         let handle = self.rt.handle().clone();
-        weir_fuse::serve(
+        let served = weir_fuse::serve(
             self.fs.clone(),
             handle,
             &self.mountpoint,
@@ -206,10 +225,11 @@ impl Running {
             &self.settings,
             self.conn,
             on_ready,
-        )?;
+        );
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted; exiting");
+        self.control.close(&self.rt);
         self.rt.shutdown_timeout(Duration::from_secs(5));
-        Ok(())
+        Ok(served?)
     }
 }
 

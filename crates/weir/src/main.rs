@@ -6,11 +6,17 @@
 //! supervisor (`supervise`): it holds the FUSE connection and runs the
 //! serving daemon (`daemon`) as its child, replacing it after a crash.
 //! `weir csi` (`csi`) runs the CSI driver of the `weir-csi` crate.
+//! `weir fs` (`fscmd`, with `load` and `output`) talks to a running daemon
+//! over its admin endpoint (`control` wires that endpoint into the daemon).
 
 mod cli;
 mod config;
+mod control;
 mod csi;
 mod daemon;
+mod fscmd;
+mod load;
+mod output;
 mod supervise;
 
 use clap::Parser;

@@ -6,11 +6,17 @@
 //!
 //! SIGTERM and SIGINT detach the mount; the daemon then finishes once no
 //! file is open, and the supervisor exits with it.
+//!
+//! With `metrics.addr`, the supervisor owns the Prometheus port (it lives
+//! as long as the mount, and records sessions and recoveries) and appends,
+//! on each scrape, what the daemon serving now renders, fetched over its
+//! admin socket: a takeover replaces the daemon, never the port.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -69,6 +75,9 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Session> {
         .mountpoint
         .canonicalize()
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    if let Some(addr) = config.metrics.addr {
+        serve_metrics(addr, dir.join(weir_admin::SOCKET_NAME))?;
+    }
     watch_signals(&mountpoint)?;
     let spec = Spec {
         mountpoint,
@@ -84,6 +93,28 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Session> {
         on_event: None,
     };
     Ok(Session::start(spec)?)
+}
+
+/// How long a scrape waits for the daemon's part.
+const DAEMON_METRICS_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn serve_metrics(addr: std::net::SocketAddr, socket: std::path::PathBuf) -> anyhow::Result<()> {
+    let client = weir_admin::Client::new(socket).with_timeout(DAEMON_METRICS_TIMEOUT);
+    let extra: weir_metrics::Extra = Arc::new(move || {
+        match client.call(&weir_admin::Request::Metrics) {
+            Ok(weir_admin::Response::Metrics { text }) => Some(text),
+            Ok(_) => None,
+            Err(e) => {
+                // Between daemons (a takeover), or a hung one: the scrape
+                // still has the supervisor's own numbers.
+                tracing::debug!(error = %e, "no daemon metrics for this scrape");
+                None
+            }
+        }
+    });
+    let bound = weir_metrics::serve_with(addr, extra)?;
+    tracing::info!(addr = %bound, "serving Prometheus metrics");
+    Ok(())
 }
 
 fn probe(config: &Config) -> Option<Probe> {

@@ -228,6 +228,7 @@ fn set_size(size: u64) -> SetAttr {
     }
 }
 
+mod live;
 mod model;
 mod passthrough;
 mod read_path;
