@@ -12,7 +12,8 @@ pub fn connection_of(dev: u64) -> u64 {
     nix::sys::stat::minor(dev)
 }
 
-fn ensure_mounted() -> std::io::Result<()> {
+/// Mounts fusectl if it is not; returns whether this call mounted it.
+fn ensure_mounted() -> std::io::Result<bool> {
     let root = Path::new(FUSECTL);
     if !root.is_dir() {
         return Err(std::io::Error::new(
@@ -32,8 +33,9 @@ fn ensure_mounted() -> std::io::Result<()> {
             None::<&str>,
         )
         .map_err(std::io::Error::from)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 fn abort_file(conn: u64) -> PathBuf {
@@ -42,10 +44,16 @@ fn abort_file(conn: u64) -> PathBuf {
 
 /// Aborts connection `conn`: pending and future requests fail with
 /// ECONNABORTED or ENOTCONN. A connection that is already gone is fine.
+/// A fusectl mount made here is taken down again, so nothing is left
+/// mounted that the host did not have.
 pub fn abort(conn: u64) -> std::io::Result<()> {
-    ensure_mounted()?;
+    let mounted_here = ensure_mounted()?;
+    let written = std::fs::write(abort_file(conn), "1");
+    if mounted_here {
+        let _ = nix::mount::umount2(FUSECTL, nix::mount::MntFlags::MNT_DETACH);
+    }
     let file = abort_file(conn);
-    match std::fs::write(&file, "1") {
+    match written {
         Ok(()) => {
             tracing::info!(connection = conn, "aborted the FUSE connection");
             Ok(())
