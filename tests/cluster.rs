@@ -177,6 +177,8 @@ fn a_stopped_etcd_changes_nothing_for_reads() {
         assert_eq!(std::fs::read(b2.mnt.join("big")).unwrap(), body);
         let out = weir_fs_ok(&b2.cache, &["mounts"]);
         assert!(out.contains("the copy kept in the cache dir"), "{out}");
+        // B's guard unmounted already: dropping it leaves B2 (same mount
+        // point, same cache dir) alone.
         drop(b);
 
         etcd.start().expect("etcd again");
@@ -190,18 +192,21 @@ fn a_stopped_etcd_changes_nothing_for_reads() {
             &a.cache,
             &["mount", "/two", &format!("file://{}", two.display())],
         );
-        // Known gap: a daemon that *started* while etcd was down (b2) does
-        // not reconnect yet (weir-cluster's watcher stays silent after
-        // etcd returns); only the daemon that lost etcd is checked here.
-        eventually(PROPAGATE * 2, || {
-            std::fs::read(a.mnt.join("two/z")).is_ok_and(|d| d == b"zz")
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "A never served /two after etcd came back; log:\n{}",
-                a.guard.log()
-            )
-        });
+        // Both the daemon that lost etcd (A) and the one that started
+        // without it (B2) follow the table again.
+        for (who, n) in [("A", &a), ("B2", &b2)] {
+            eventually(PROPAGATE * 2, || {
+                std::fs::read(n.mnt.join("two/z")).is_ok_and(|d| d == b"zz")
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{who} never served /two after etcd came back; log:\n{}",
+                    n.guard.log()
+                )
+            });
+        }
+        let out = weir_fs_ok(&b2.cache, &["mounts"]);
+        assert!(out.contains("node-b: connected"), "{out}");
         drop((a, b2));
     });
 }

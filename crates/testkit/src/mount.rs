@@ -10,31 +10,55 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Runs `cmd` with a timeout, killing it if it overruns.
+/// Runs `cmd` with a timeout, killing it if it overruns. Its output is read
+/// while it runs, so a command that prints more than a pipe holds finishes.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "{cmd:?} did not finish within {timeout:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            ));
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{cmd:?} did not finish within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&stderr)
+            ),
+        )),
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 /// Runs `f` on its own thread and panics if it does not finish in time. The
@@ -60,6 +84,9 @@ pub struct MountGuard {
     cache_dir: PathBuf,
     pid: Option<i32>,
     supervisor: Option<i32>,
+    /// Unmounted already: a later unmount (or the drop) must leave alone
+    /// whatever was mounted at the same place since.
+    unmounted: bool,
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -93,6 +120,7 @@ impl MountGuard {
             cache_dir: cache_dir.to_path_buf(),
             pid: read_pid(&cache_dir.join("weir.pid")),
             supervisor: read_pid(&cache_dir.join("supervisor.pid")),
+            unmounted: false,
         };
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -130,6 +158,10 @@ impl MountGuard {
     /// Unmounts now and waits (at most `timeout`) for the supervisor and
     /// the daemon to exit.
     pub fn unmount(&mut self, timeout: Duration) -> bool {
+        if self.unmounted {
+            return true;
+        }
+        self.unmounted = true;
         let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
         let daemon = self.pid();
         self.pid = None;
