@@ -178,7 +178,12 @@ fn crash_during(
                 got.len(),
                 guard.log()
             );
-            assert_eq!(got.len(), expected.len(), "never a partial object");
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "{backend:?}: never a partial object (the app got {app:?}); log: {}",
+                guard.log()
+            );
             assert!(got == expected, "never a corrupt object");
         }
     }

@@ -12,11 +12,14 @@
 //!   on a connection an earlier daemon initialised, and FUSE_NOTIFY_RESEND.
 //! - `stats`: request counts, errors and latencies as metrics.
 //! - `notify`: kernel cache invalidations for changes made on other nodes.
+//! - `prefault`: the global allocator that keeps request buffers mapped, so
+//!   a daemon killed mid-request does not fail a write with EIO.
 
 mod adapter;
 pub mod mount;
 mod notify;
 mod options;
+pub mod prefault;
 mod serve;
 mod stats;
 mod takeover;

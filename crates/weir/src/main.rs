@@ -21,6 +21,12 @@ mod supervise;
 
 use clap::Parser;
 
+/// FUSE request buffers mapped before their first request: a daemon killed
+/// while the kernel copies a write into it would otherwise fail that write
+/// with EIO (see `weir_fuse::prefault`).
+#[global_allocator]
+static ALLOCATOR: weir_fuse::prefault::Prefault = weir_fuse::prefault::Prefault;
+
 fn main() {
     let cli = cli::Cli::parse();
     if let Err(e) = cli::run(cli) {
