@@ -10,10 +10,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::protocol::{OpStats, Stats, UfsStats};
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Healthy.
     Ok,
@@ -24,7 +27,7 @@ pub enum Level {
 }
 
 /// One answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// What was looked at.
     pub area: &'static str,
@@ -36,15 +39,28 @@ pub struct Finding {
     pub advice: Option<String>,
 }
 
-/// The whole report.
-#[derive(Debug, Clone, PartialEq)]
+/// Where the FUSE workers' time went for one operation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpTime {
+    /// The operation (`read`, `lookup`, ...).
+    pub op: String,
+    /// Busy seconds during the sample.
+    pub seconds: f64,
+    /// Its share of all busy seconds, 0 to 1.
+    pub share: f64,
+}
+
+/// The whole report. As JSON (`weir fs doctor --json`) the interval is in
+/// seconds (`interval_secs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diagnosis {
     /// The sample's length.
+    #[serde(rename = "interval_secs", serialize_with = "secs")]
     pub interval: Duration,
     /// FUSE requests answered during it.
     pub requests: u64,
-    /// FUSE busy seconds by operation, largest first, with their share.
-    pub time_by_op: Vec<(String, f64, f64)>,
+    /// FUSE busy seconds by operation, largest first.
+    pub time_by_op: Vec<OpTime>,
     /// The answers, in the order asked.
     pub findings: Vec<Finding>,
 }
@@ -54,6 +70,10 @@ impl Diagnosis {
     pub fn bottleneck(&self) -> Option<&Finding> {
         self.findings.iter().find(|f| f.level == Level::Bottleneck)
     }
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Thresholds: past these, a resource counts as saturated or slow.
@@ -69,18 +89,16 @@ pub fn diagnose(before: &Stats, after: &Stats, interval: Duration) -> Diagnosis 
     let ops = op_deltas(&before.fuse.ops, &after.fuse.ops);
     let requests: u64 = ops.iter().map(|o| o.requests).sum();
     let busy: f64 = ops.iter().map(|o| o.seconds).sum();
-    let mut time_by_op: Vec<(String, f64, f64)> = ops
+    let mut time_by_op: Vec<OpTime> = ops
         .iter()
         .filter(|o| o.seconds > 0.0)
-        .map(|o| {
-            (
-                o.op.clone(),
-                o.seconds,
-                o.seconds / busy.max(f64::MIN_POSITIVE),
-            )
+        .map(|o| OpTime {
+            op: o.op.clone(),
+            seconds: o.seconds,
+            share: o.seconds / busy.max(f64::MIN_POSITIVE),
         })
         .collect();
-    time_by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    time_by_op.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let ufs = ufs_deltas(&before.ufs, &after.ufs);
     let mut findings = Vec::new();
     if requests == 0 {
@@ -373,7 +391,7 @@ impl fmt::Display for Diagnosis {
                 .time_by_op
                 .iter()
                 .take(4)
-                .map(|(op, secs, share)| format!("{op} {:.0}% ({secs:.2} s)", share * 100.0))
+                .map(|t| format!("{} {:.0}% ({:.2} s)", t.op, t.share * 100.0, t.seconds))
                 .collect();
             writeln!(f, "FUSE time by operation: {}", top.join(", "))?;
         }

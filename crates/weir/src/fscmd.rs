@@ -254,7 +254,13 @@ fn doctor(client: &Client, interval: Duration, json: bool) -> anyhow::Result<()>
     }
     let d = weir_admin::doctor::diagnose(&before, &after, interval);
     if json {
-        let v = serde_json::json!({ "before": before, "after": after, "report": d.to_string() });
+        let v = serde_json::json!({
+            "report": d,
+            "bottleneck": d.bottleneck().map(|f| f.area),
+            "text": d.to_string(),
+            "before": before,
+            "after": after,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{d}");
