@@ -105,6 +105,109 @@ fn load_fills_the_cache_and_reads_survive_a_stopped_s3() {
     });
 }
 
+/// Runs `weir fs load` as a child, sends it SIGINT once it shows progress,
+/// and returns its exit code, stdout and stderr.
+fn load_interrupted(cache: &Path, path: &str) -> (Option<i32>, String, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new(weir())
+        .args(["fs", "--cache-dir"])
+        .arg(cache)
+        .args(["load", path, "--parallel", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir fs load");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = rx.recv_timeout(Duration::from_secs(30));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if started.is_ok() {
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).expect("SIGINT to our child");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    let stderr = lines.join().unwrap_or_default();
+    assert!(started.is_ok(), "weir fs load showed no progress: {stderr}");
+    let status = status.unwrap_or_else(|| panic!("weir fs load ignored SIGINT: {stderr}"));
+    (status.code(), stdout, stderr)
+}
+
+fn cached_total(cache: &Path, path: &str) -> String {
+    let out = weir_fs_ok(cache, &["check-cached", path]);
+    out.lines()
+        .find(|l| l.starts_with("total:"))
+        .unwrap_or_else(|| panic!("no total in {out}"))
+        .to_string()
+}
+
+#[test]
+fn ctrl_c_cancels_a_load_and_the_next_run_resumes() {
+    timed(LIMIT, || {
+        let env = Env::new(Backend::S3);
+        // Many files, loaded one at a time: seconds of work, so the
+        // interrupt lands while most of it is still to do.
+        const FILES: usize = 1500;
+        for i in 0..FILES {
+            env.put(
+                &format!("ds/{:02}/f{i}", i % 20),
+                &pattern(64 << 10, i as u64),
+            );
+        }
+        let m = env.mount(&[]);
+        let (code, stdout, stderr) = load_interrupted(&env.cache, "/ds");
+        assert_eq!(code, Some(130), "stdout: {stdout}\nstderr: {stderr}");
+        assert!(stderr.contains("load cancelled"), "{stderr}");
+        assert!(stdout.contains("cancelled loading /ds"), "{stdout}");
+        // The daemon stopped too: what is cached no longer grows.
+        let first = cached_total(&env.cache, "/ds");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(cached_total(&env.cache, "/ds"), first, "the job went on");
+        assert!(
+            !first.contains("100.0%"),
+            "nothing was left to cancel: {first}"
+        );
+
+        // The same command again finishes the job, skipping what is cached.
+        let again = weir_fs(&env.cache, &["load", "/ds", "--parallel", "4"]);
+        assert!(again.ok, "{again:?}");
+        assert!(
+            again.stdout.contains(&format!("loaded /ds: {FILES} files")),
+            "{again:?}"
+        );
+        assert!(!again.stdout.contains(" 0 already cached,"), "{again:?}");
+        assert!(cached_total(&env.cache, "/ds").contains("100.0%"));
+        drop(m);
+    });
+}
+
 #[test]
 fn metrics_move_with_reads_and_doctor_gives_a_verdict() {
     timed(LIMIT, || {
@@ -167,6 +270,24 @@ fn metrics_move_with_reads_and_doctor_gives_a_verdict() {
         for want in ["FUSE CPU", "cache hit ratio", "storage (UFS)", "verdict:"] {
             assert!(doc.stdout.contains(want), "{want} missing: {doc:?}");
         }
+        // --json: the same findings, as fields a script can test.
+        let doc = weir_fs(&env.cache, &["doctor", "--interval", "200ms", "--json"]);
+        assert!(doc.ok, "{doc:?}");
+        let v: serde_json::Value = serde_json::from_str(&doc.stdout).expect("doctor --json");
+        let findings = v["report"]["findings"].as_array().expect("findings");
+        let areas: Vec<&str> = findings.iter().filter_map(|f| f["area"].as_str()).collect();
+        assert!(areas.contains(&"cache hit ratio"), "{areas:?}");
+        for f in findings {
+            let level = f["level"].as_str().unwrap_or_default();
+            assert!(["ok", "note", "bottleneck"].contains(&level), "{f}");
+            assert!(f["observed"].is_string(), "{f}");
+        }
+        assert!(v["report"]["interval_secs"].as_f64().unwrap() >= 0.2, "{v}");
+        assert!(
+            v["bottleneck"].is_null() || v["bottleneck"].is_string(),
+            "{v}"
+        );
+        assert!(v["text"].as_str().unwrap().contains("verdict:"), "{v}");
         drop(m);
     });
 }

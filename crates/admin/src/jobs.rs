@@ -144,8 +144,14 @@ impl Job {
 }
 
 async fn run(job: Arc<Job>, fs: Fs, parallel: usize) {
+    // The totals grow while the tree is walked, so a long scan shows
+    // progress; once it ends they are set to exactly what will be loaded.
+    let found = |size: u64| {
+        job.files_total.fetch_add(1, Ordering::Relaxed);
+        job.bytes_total.fetch_add(size, Ordering::Relaxed);
+    };
     let walk = tokio::select! {
-        w = tree::walk(&fs, &job.path, true) => w,
+        w = tree::walk_seeing(&fs, &job.path, true, found) => w,
         _ = until_cancelled(&job) => Err(weir_fs::FsError::new(libc::ECANCELED, "cancelled")),
     };
     let files: Vec<(String, u64)> = match walk {

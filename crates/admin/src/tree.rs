@@ -30,11 +30,25 @@ impl Walk {
 /// (otherwise its own entries). Fails only if `path` itself cannot be
 /// read; failures below are collected.
 pub(crate) async fn walk(fs: &Fs, path: &str, recursive: bool) -> Result<Walk, FsError> {
+    walk_seeing(fs, path, recursive, |_| {}).await
+}
+
+/// [`walk`], calling `found` with the size of each regular file as it is
+/// found, so that a long walk can show how far it got.
+pub(crate) async fn walk_seeing(
+    fs: &Fs,
+    path: &str,
+    recursive: bool,
+    found: impl Fn(u64),
+) -> Result<Walk, FsError> {
     let path = weir_namespace::normalize(path)
         .map_err(|e| FsError::new(libc::EINVAL, format!("{path}: {e}")))?;
     let stat = fs.stat_at(&path).await?;
     let mut walk = Walk::default();
     let is_dir = stat.kind == Kind::Dir;
+    if stat.kind == Kind::File {
+        found(stat.size);
+    }
     walk.entries.push((path.clone(), stat));
     if !is_dir {
         return Ok(walk);
@@ -57,6 +71,9 @@ pub(crate) async fn walk(fs: &Fs, path: &str, recursive: bool) -> Result<Walk, F
             let child = weir_namespace::child(&dir, &e.name);
             if recursive && e.stat.kind == Kind::Dir {
                 dirs.push(child.clone());
+            }
+            if e.stat.kind == Kind::File {
+                found(e.stat.size);
             }
             walk.entries.push((child, e.stat));
         }
@@ -87,5 +104,55 @@ pub(crate) fn info(fs: &Fs, path: &str, stat: &Stat) -> EntryInfo {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .and_then(|d| i64::try_from(d.as_secs()).ok()),
         ufs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use weir_cache::{PageCache, PageCacheConfig};
+    use weir_fs::FsConfig;
+    use weir_namespace::{MountSpec, MountTable};
+
+    use super::*;
+
+    #[test]
+    fn each_file_is_seen_once_as_it_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("d/e")).unwrap();
+        std::fs::write(data.join("d/a"), vec![0u8; 10]).unwrap();
+        std::fs::write(data.join("d/e/b"), vec![0u8; 200]).unwrap();
+        std::fs::write(data.join("d/e/c"), b"").unwrap();
+        let spec = MountSpec {
+            path: "/".into(),
+            ufs: format!("file://{}", data.display()),
+            options: BTreeMap::new(),
+        };
+        let table = MountTable::open(&[spec], &Default::default()).unwrap();
+        let pages = PageCache::open(PageCacheConfig {
+            dir: dir.path().join("pages"),
+            capacity: 1 << 20,
+            page_size: 4096,
+            memory: 0,
+        })
+        .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (files, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+        let walk = rt.block_on(async {
+            let fs = Fs::new(table, Arc::new(pages), FsConfig::new(dir.path().join("st"))).unwrap();
+            walk_seeing(&fs, "/d", true, |size| {
+                files.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(size, Ordering::Relaxed);
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(files.load(Ordering::Relaxed), 3);
+        assert_eq!(bytes.load(Ordering::Relaxed), 210);
+        assert_eq!(walk.files().count(), 3);
     }
 }

@@ -83,16 +83,14 @@ impl Progress {
             Progress::Bar(bar) => {
                 bar.set_length(p.bytes_total);
                 bar.set_position(output::load_done_bytes(p));
-                bar.set_message(format!(
-                    "{}/{} files{}",
-                    p.files_done,
-                    p.files_total,
-                    match p.state {
-                        JobState::Scanning => " (scanning)".to_string(),
-                        _ if p.files_failed > 0 => format!(", {} failed", p.files_failed),
-                        _ => String::new(),
-                    }
-                ));
+                bar.set_message(match p.state {
+                    JobState::Scanning => format!("scanning: {} files found", p.files_total),
+                    _ if p.files_failed > 0 => format!(
+                        "{}/{} files, {} failed",
+                        p.files_done, p.files_total, p.files_failed
+                    ),
+                    _ => format!("{}/{} files", p.files_done, p.files_total),
+                });
             }
             Progress::Lines(last) => {
                 if last.elapsed() >= LINE_EVERY || p.state.is_final() {

@@ -192,6 +192,14 @@ pub fn load_done_bytes(p: &JobProgress) -> u64 {
 
 /// One progress line of a load, for logs (no terminal).
 pub fn load_line(p: &JobProgress) -> String {
+    if p.state == weir_admin::protocol::JobState::Scanning {
+        return format!(
+            "load {}: scanning, {} files ({}) found so far",
+            p.path,
+            p.files_total,
+            size(p.bytes_total)
+        );
+    }
     let rate = p.bytes_fetched as f64 / p.elapsed.max(0.001);
     let left = p.bytes_total.saturating_sub(load_done_bytes(p));
     let eta = if rate > 0.0 && p.files_total > 0 {
