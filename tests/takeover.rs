@@ -316,6 +316,7 @@ fn a_hundred_kills_leave_one_mount_and_no_zombie() {
 fn without_a_journal_the_supervisor_remounts() {
     let env = Env::new(Backend::File);
     env.put("f", b"data");
+    let fusectl_before = fusectl_mounts();
     let guard = env.mount(&[]);
     let held = std::fs::File::open(env.mnt.join("f")).unwrap();
     let pid = guard.pid().expect("daemon pid");
@@ -340,4 +341,25 @@ fn without_a_journal_the_supervisor_remounts() {
     assert_ne!(new, pid);
     let log = guard.log();
     assert!(log.contains("FUSE mount replaced by a fresh one"), "{log}");
+    assert!(log.contains("aborted the FUSE connection"), "{log}");
+    // The abort reached fusectl without leaving a mount of it behind (a
+    // concurrent test's abort may hold one for a moment).
+    let restored = eventually(Duration::from_secs(5), || {
+        fusectl_mounts() == fusectl_before
+    });
+    assert!(
+        restored.is_some(),
+        "fusectl left mounted: {:?}",
+        fusectl_mounts()
+    );
+}
+
+/// Mount points of the FUSE control filesystem, wherever they are.
+fn fusectl_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(2) == Some("fusectl"))
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .collect()
 }
