@@ -183,6 +183,7 @@ fn ctrl_c_cancels_a_load_and_the_next_run_resumes() {
         }
         let m = env.mount(&[]);
         let (code, stdout, stderr) = load_interrupted(&env.cache, "/ds");
+        eprintln!("interrupted weir fs load, stderr:\n{stderr}stdout:\n{stdout}");
         assert_eq!(code, Some(130), "stdout: {stdout}\nstderr: {stderr}");
         assert!(stderr.contains("load cancelled"), "{stderr}");
         assert!(stdout.contains("cancelled loading /ds"), "{stdout}");
@@ -197,6 +198,7 @@ fn ctrl_c_cancels_a_load_and_the_next_run_resumes() {
 
         // The same command again finishes the job, skipping what is cached.
         let again = weir_fs(&env.cache, &["load", "/ds", "--parallel", "4"]);
+        eprintln!("resumed: {}", again.stdout);
         assert!(again.ok, "{again:?}");
         assert!(
             again.stdout.contains(&format!("loaded /ds: {FILES} files")),
