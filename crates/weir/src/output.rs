@@ -202,7 +202,7 @@ pub fn load_line(p: &JobProgress) -> String {
     }
     let rate = p.bytes_fetched as f64 / p.elapsed.max(0.001);
     let left = p.bytes_total.saturating_sub(load_done_bytes(p));
-    let eta = if rate > 0.0 && p.files_total > 0 {
+    let eta = if rate > 0.0 && p.files_total > 0 && !p.state.is_final() {
         humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
             .to_string()
     } else {
