@@ -18,14 +18,19 @@ pub fn connection_of(dev: u64) -> u64 {
 /// process's abort running at the same time, and leaves the host's mount
 /// table as it was.
 enum Root {
+    /// The host's mount on `/sys/fs/fuse/connections`.
     Host,
+    /// A mount of our own in a private directory.
     Private(PathBuf),
+    /// A mount of our own on `/sys/fs/fuse/connections`, where no private
+    /// directory could be made (no writable temporary dir).
+    Sys,
 }
 
 impl Root {
     fn path(&self) -> &Path {
         match self {
-            Root::Host => Path::new(FUSECTL),
+            Root::Host | Root::Sys => Path::new(FUSECTL),
             Root::Private(dir) => dir,
         }
     }
@@ -43,32 +48,56 @@ impl Root {
         if mounted {
             return Ok(Root::Host);
         }
+        match Root::private() {
+            Ok(root) => Ok(root),
+            Err(e) => {
+                tracing::debug!(error = %e, "no private fusectl mount; mounting it on {FUSECTL}");
+                mount_fusectl(Path::new(FUSECTL))?;
+                Ok(Root::Sys)
+            }
+        }
+    }
+
+    fn private() -> std::io::Result<Root> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("weir-fusectl-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir)?;
-        if let Err(e) = nix::mount::mount(
-            Some("fusectl"),
-            &dir,
-            Some("fusectl"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        ) {
+        if let Err(e) = mount_fusectl(&dir) {
             let _ = std::fs::remove_dir(&dir);
-            return Err(std::io::Error::new(
-                std::io::Error::from(e).kind(),
-                format!("cannot mount fusectl on {}: {e}", dir.display()),
-            ));
+            return Err(e);
         }
         Ok(Root::Private(dir))
     }
 }
 
+fn mount_fusectl(at: &Path) -> std::io::Result<()> {
+    nix::mount::mount(
+        Some("fusectl"),
+        at,
+        Some("fusectl"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("cannot mount fusectl on {}: {e}", at.display()),
+        )
+    })
+}
+
 impl Drop for Root {
     fn drop(&mut self) {
-        if let Root::Private(dir) = self {
-            let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir(dir.as_path());
+        match self {
+            Root::Host => {}
+            Root::Private(dir) => {
+                let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(dir.as_path());
+            }
+            Root::Sys => {
+                let _ = nix::mount::umount2(FUSECTL, nix::mount::MntFlags::MNT_DETACH);
+            }
         }
     }
 }
@@ -88,5 +117,45 @@ pub fn abort(conn: u64) -> std::io::Result<()> {
             e.kind(),
             format!("{}: {e}", file.display()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fusectl_mounts() -> usize {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(2) == Some("fusectl"))
+            .count()
+    }
+
+    #[test]
+    fn aborting_a_connection_that_is_gone_is_fine_and_leaves_no_mount() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting fusectl needs root");
+            return;
+        }
+        let before = fusectl_mounts();
+        // Connection ids are device minors; this one is never in use.
+        abort(u64::from(u32::MAX)).unwrap();
+        // Another test's abort may hold a mount of its own for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while fusectl_mounts() != before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(fusectl_mounts(), before);
+        let left = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("weir-fusectl-{}-", std::process::id()))
+            })
+            .count();
+        assert_eq!(left, 0, "the private mount point was left behind");
     }
 }
