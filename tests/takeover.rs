@@ -355,11 +355,11 @@ fn without_a_journal_the_supervisor_remounts() {
 }
 
 /// Mount points of the FUSE control filesystem, wherever they are.
-fn fusectl_mounts() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mounts")
+fn fusectl_mounts() -> Vec<PathBuf> {
+    weir_fuse::mount::mounts()
         .unwrap()
-        .lines()
-        .filter(|l| l.split(' ').nth(2) == Some("fusectl"))
-        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .into_iter()
+        .filter(|m| m.fs_type == "fusectl")
+        .map(|m| m.mount_point)
         .collect()
 }

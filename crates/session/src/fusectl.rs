@@ -42,9 +42,9 @@ impl Root {
                 format!("{FUSECTL} is missing (is the fuse module loaded?)"),
             ));
         }
-        let mounted = std::fs::read_to_string("/proc/self/mounts")?
-            .lines()
-            .any(|l| l.split(' ').nth(1) == Some(FUSECTL));
+        let mounted = weir_fuse::mount::mounts()?
+            .iter()
+            .any(|m| m.mount_point == Path::new(FUSECTL));
         if mounted {
             return Ok(Root::Host);
         }
@@ -125,10 +125,10 @@ mod tests {
     use super::*;
 
     fn fusectl_mounts() -> usize {
-        std::fs::read_to_string("/proc/self/mounts")
+        weir_fuse::mount::mounts()
             .unwrap()
-            .lines()
-            .filter(|l| l.split(' ').nth(2) == Some("fusectl"))
+            .iter()
+            .filter(|m| m.fs_type == "fusectl")
             .count()
     }
 
