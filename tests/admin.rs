@@ -138,18 +138,7 @@ fn load_interrupted(cache: &Path, path: &str) -> (Option<i32>, String, String) {
     if started.is_ok() {
         nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).expect("SIGINT to our child");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break Some(st);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(30)).expect("wait");
     let mut stdout = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut stdout);
