@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::csi::*;
-use common::timed;
+use common::{signal, stop, timed};
 use tonic::Code;
 use weir_csi_proto::v1::volume_capability::access_mode::Mode;
 use weir_csi_proto::v1::*;
@@ -469,8 +469,7 @@ fn stats_report_unmounted_and_hung_volumes() {
         // half of --probe-timeout (3 s) and says so; the watchdog replaces
         // the stopped daemon and the volume is normal again.
         let pid = w.daemon_pid().unwrap();
-        // SAFETY: kill(2) of the daemon this test's plugin started.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        stop(pid);
         let started = Instant::now();
         let cond = stats(&w);
         assert!(cond.abnormal && cond.message.contains("hung"), "{cond:?}");
@@ -848,8 +847,7 @@ fn a_takeover_is_posted_as_an_event_on_the_pod() {
         w.rt.block_on(c.node.node_publish_volume(publish("v", &t, &pod)))
             .unwrap();
         let pid = w.daemon_pid().unwrap();
-        // SAFETY: kill(2) of the daemon this test's plugin started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal(pid, libc::SIGKILL);
         let start = Instant::now();
         let event = loop {
             if let Some(e) = api.posted.lock().unwrap().first().cloned() {
@@ -888,8 +886,7 @@ fn without_an_api_server_recovery_is_only_logged() {
         ];
         w.rt.block_on(c.node.node_publish_volume(publish("v", &t, &pod)))
             .unwrap();
-        // SAFETY: kill(2) of the daemon this test's plugin started.
-        unsafe { libc::kill(w.daemon_pid().unwrap(), libc::SIGKILL) };
+        signal(w.daemon_pid().unwrap(), libc::SIGKILL);
         let start = Instant::now();
         while !w.log().contains("no Kubernetes API server is configured") {
             assert!(start.elapsed() < Duration::from_secs(30), "{}", w.log());

@@ -166,8 +166,7 @@ fn crash_during(
         Ok(())
     });
     std::thread::sleep(kill_after);
-    // SAFETY: kill(2) of the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, libc::SIGKILL);
     let app = timed(LIMIT, move || writer.join().expect("writer thread"));
     match env.get("big.bin") {
         None => {}

@@ -10,11 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) of the daemon this test's mount started.
-    unsafe { libc::kill(pid, sig) };
-}
-
 /// Whether `f` reads back `data` while the daemon is stopped: only a file
 /// the kernel reads without the daemon can. The descriptor is opened
 /// before the stop and closed after it, since open and close do reach
@@ -24,8 +19,7 @@ fn reads_without_daemon(guard: &MountGuard, f: &std::fs::File, data: &[u8]) -> b
     let f = f.try_clone().unwrap();
     let want = data.to_vec();
     let (tx, rx) = mpsc::channel();
-    signal(pid, libc::SIGSTOP);
-    wait_stopped(pid);
+    stop(pid);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; want.len()];
         let ok = f.read_exact_at(&mut buf, 0).is_ok() && buf == want;
@@ -40,29 +34,6 @@ fn reads_without_daemon(guard: &MountGuard, f: &std::fs::File, data: &[u8]) -> b
             let _ = rx.recv_timeout(Duration::from_secs(30));
             false
         }
-    }
-}
-
-/// Waits until every thread of `pid` is stopped: kill(2) returns before
-/// they are, and a thread still running could answer the read.
-fn wait_stopped(pid: i32) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let all = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.flatten().all(|t| {
-                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
-                        s.rsplit(')')
-                            .next()
-                            .is_some_and(|r| r.trim_start().starts_with(['T', 't']))
-                    })
-                })
-            })
-            .unwrap_or(true);
-        if all || std::time::Instant::now() > deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -26,12 +26,6 @@ fn files(env: &Env, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// SIGKILL or SIGSTOP to a daemon of this test's mount.
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) of a daemon this test's mount started.
-    unsafe { libc::kill(pid, sig) };
-}
-
 /// Waits until a daemon other than `old` serves the mount.
 fn wait_for_replacement(guard: &MountGuard, old: i32, limit: Duration) -> i32 {
     let start = Instant::now();
@@ -221,7 +215,7 @@ fn a_stopped_daemon_is_detected_and_replaced() {
     ]);
     let pid = guard.pid().expect("daemon pid");
     let mut held = std::fs::File::open(env.mnt.join("f")).unwrap();
-    signal(pid, libc::SIGSTOP);
+    stop(pid);
     let stopped = Instant::now();
     let mnt = env.mnt.clone();
     let expected = data.clone();

@@ -15,3 +15,5 @@ pub use s3::S3Server;
 pub mod mount;
 
 pub use mount::{MountGuard, is_mounted, run_with_timeout, timed, wait_or_kill};
+
+pub mod process;
