@@ -369,7 +369,7 @@ i=0
 while :; do
   [ "$(cat /vol/small)" = hello ] || echo "small $i" >> /out/errors
   cat /vol/big > /tmp/copy || echo "big $i" >> /out/errors
-  i=$((i+1)); echo $i > /out/count
+  i=$((i+1)); echo $i > /out/count.tmp && mv /out/count.tmp /out/count
 done"#;
         let pod = Pod::start(&w, "reader", &t, script);
         let mut last = 0;

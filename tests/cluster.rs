@@ -30,8 +30,11 @@ fn cluster_args(etcd: &Etcd, name: &str, node: &str) -> Vec<String> {
         format!("cluster.name={name}"),
         "--set".into(),
         format!("cluster.node_id={node}"),
+        // The default: a node whose etcd has only just started may need
+        // more than a few seconds on a loaded machine. With etcd down it
+        // falls back to its kept table at the first failed connect.
         "--set".into(),
-        "cluster.start_timeout=3s".into(),
+        "cluster.start_timeout=10s".into(),
         // Long enough that only an invalidation can explain a fresh view.
         "--set".into(),
         "metadata.ttl=1h".into(),

@@ -474,11 +474,12 @@ fn stats_report_unmounted_and_hung_volumes() {
         let cond = stats(&w);
         assert!(cond.abnormal && cond.message.contains("hung"), "{cond:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(6),
-            "answered under its deadline"
+            started.elapsed() < Duration::from_secs(10),
+            "answered under its deadline (1.5 s), not when the daemon did"
         );
         let start = Instant::now();
-        while stats(&w).abnormal {
+        // The replacement answers before the plugin records its PID.
+        while stats(&w).abnormal || w.daemon_pid() == Some(pid) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "the watchdog did not bring it back:\n{}",
@@ -505,7 +506,9 @@ fn stats_report_unmounted_and_hung_volumes() {
 fn an_unused_session_stops_after_the_grace_period() {
     timed(LIMIT, || {
         let mut w = World::new("");
-        w.flags.push("--session-grace=2s".into());
+        // Long enough that the republish below lands within it on a loaded
+        // machine.
+        w.flags.push("--session-grace=5s".into());
         let mut c = w.start("node");
         let t = w.target("p", "v");
         w.rt.block_on(c.node.node_publish_volume(publish("v", &t, &[])))
@@ -516,7 +519,7 @@ fn an_unused_session_stops_after_the_grace_period() {
         // Used again within the grace: the same daemon serves.
         w.rt.block_on(c.node.node_publish_volume(publish("v", &t, &[])))
             .unwrap();
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(6));
         assert_eq!(w.daemon_pid(), Some(pid));
         assert!(weir_testkit::is_mounted(&w.session_mount()));
         w.rt.block_on(c.node.node_unpublish_volume(unpublish("v", &t)))

@@ -453,7 +453,8 @@ on_both!(write_cache);
 /// passthrough (the check of a wholly cached file runs in the background),
 /// as a writer being refused shows; returns that reader.
 fn hold_through_passthrough(path: &Path) -> Option<File> {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         let r = File::open(path).unwrap();
         // An open for writing without O_TRUNC changes nothing by itself.
         match OpenOptions::new().write(true).open(path) {

@@ -122,12 +122,14 @@ mod tests {
 
     #[test]
     fn positive_and_negative_entries_expire() {
-        let c = MetaCache::new(Duration::from_millis(50), 100);
+        // Long enough that a preempted test thread still sees the entries
+        // before they expire.
+        let c = MetaCache::new(Duration::from_secs(1), 100);
         c.put_stat("/a", Some(file(3)));
         c.put_stat("/missing", None);
         assert_eq!(c.stat("/a"), Some(Some(file(3))));
         assert_eq!(c.stat("/missing"), Some(None));
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(c.stat("/a"), None);
         assert_eq!(c.stat("/missing"), None);
     }
