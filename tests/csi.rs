@@ -140,6 +140,12 @@ fn publish_binds_the_directory_and_unpublish_takes_it_down() {
         let metrics = scrape(port);
         assert!(metrics.contains("weir_publications 1"), "{metrics}");
         assert!(metrics.contains("weir_sessions 1"), "{metrics}");
+        // The daemon's own metrics come with the plugin's, through its
+        // admin socket: the read above went through FUSE.
+        assert!(
+            metrics.contains("weir_fuse_requests_total{op=\"read\"}"),
+            "{metrics}"
+        );
         w.rt.block_on(c.node.node_unpublish_volume(unpublish("vol-1", &t)))
             .unwrap();
         assert!(!t.exists(), "the target dir is removed");

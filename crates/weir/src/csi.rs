@@ -1,7 +1,9 @@
 //! `weir csi`: the CSI driver. Reads the flags and the namespace config,
-//! serves metrics if asked, and runs [`weir_csi::serve`] until SIGTERM or
+//! serves metrics (its own and its FUSE daemon's) if asked, and runs [`weir_csi::serve`] until SIGTERM or
 //! SIGINT; sessions and pods' mounts stay up after it stops, for the next
 //! plugin to re-adopt.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use weir_session::Probe;
@@ -12,9 +14,12 @@ use crate::config::Config;
 /// Runs the driver until a signal stops it.
 pub fn run(args: CsiArgs) -> anyhow::Result<()> {
     crate::daemon::init_logging();
-    let settings = settings(&args)?;
+    let (settings, daemon_socket) = settings(&args)?;
     if let Some(addr) = args.metrics_addr {
-        weir_metrics::serve(addr)?;
+        // The plugin's own numbers (sessions, publications, recoveries),
+        // then those of the daemon serving now (FUSE, cache, UFS), as
+        // `weir mount` serves them.
+        crate::supervise::serve_metrics(addr, daemon_socket)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -43,7 +48,9 @@ pub fn run(args: CsiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settings(args: &CsiArgs) -> anyhow::Result<weir_csi::Settings> {
+/// The driver's settings, and the admin socket its FUSE daemons serve
+/// (in the cache dir of the namespace config they are given).
+fn settings(args: &CsiArgs) -> anyhow::Result<(weir_csi::Settings, PathBuf)> {
     let (config, config_yaml) = Config::load_with_text(args.config.as_deref(), &args.sets)?;
     let needs_mounts = args.mode != CsiMode::Controller || args.config.is_some();
     if needs_mounts && config.mounts.is_empty() {
@@ -52,7 +59,8 @@ fn settings(args: &CsiArgs) -> anyhow::Result<weir_csi::Settings> {
         );
     }
     let mount_options = weir_fuse::MountOptions::parse(&config.fuse.options)?;
-    Ok(weir_csi::Settings {
+    let daemon_socket = config.cache.dir.join(weir_admin::SOCKET_NAME);
+    let settings = weir_csi::Settings {
         endpoint: args.endpoint.clone(),
         node_id: args.node_id.clone(),
         state_dir: args.state_dir.clone(),
@@ -71,5 +79,6 @@ fn settings(args: &CsiArgs) -> anyhow::Result<weir_csi::Settings> {
         config_yaml,
         mount_options,
         mounts: config.mounts,
-    })
+    };
+    Ok((settings, daemon_socket))
 }

@@ -98,7 +98,12 @@ fn start(args: &MountArgs, config: &Config) -> anyhow::Result<Session> {
 /// How long a scrape waits for the daemon's part.
 const DAEMON_METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn serve_metrics(addr: std::net::SocketAddr, socket: std::path::PathBuf) -> anyhow::Result<()> {
+/// Serves this process's metrics on `addr`, followed on each scrape by
+/// those of the daemon answering on the admin `socket`, if one does.
+pub(crate) fn serve_metrics(
+    addr: std::net::SocketAddr,
+    socket: std::path::PathBuf,
+) -> anyhow::Result<()> {
     let client = weir_admin::Client::new(socket).with_timeout(DAEMON_METRICS_TIMEOUT);
     let extra: weir_metrics::Extra = Arc::new(move || {
         match client.call(&weir_admin::Request::Metrics) {
