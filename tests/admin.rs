@@ -127,7 +127,11 @@ fn load_interrupted(cache: &Path, path: &str) -> (Option<i32>, String, String) {
             .lines()
             .map_while(Result::ok)
         {
-            let _ = tx.send(());
+            // Interrupt once some files are loaded, not while the tree is
+            // still being scanned: a cancel then has work done and left.
+            if loaded_some(&line) {
+                let _ = tx.send(());
+            }
             all.push_str(&line);
             all.push('\n');
         }
@@ -147,6 +151,15 @@ fn load_interrupted(cache: &Path, path: &str) -> (Option<i32>, String, String) {
     assert!(started.is_ok(), "weir fs load showed no progress: {stderr}");
     let status = status.unwrap_or_else(|| panic!("weir fs load ignored SIGINT: {stderr}"));
     (status.code(), stdout, stderr)
+}
+
+/// Whether a progress line of `weir fs load` shows at least one file done
+/// (`load /ds: running, 5/1500 files, ...`).
+fn loaded_some(line: &str) -> bool {
+    line.split_once(": running, ")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(done, _)| done.parse::<u64>().ok())
+        .is_some_and(|done| done > 0)
 }
 
 fn cached_total(cache: &Path, path: &str) -> String {
