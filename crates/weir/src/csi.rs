@@ -1,7 +1,7 @@
 //! `weir csi`: the CSI driver. Reads the flags and the namespace config,
-//! serves metrics (its own and its FUSE daemon's) if asked, and runs [`weir_csi::serve`] until SIGTERM or
-//! SIGINT; sessions and pods' mounts stay up after it stops, for the next
-//! plugin to re-adopt.
+//! serves metrics (its own and its FUSE daemon's) if asked, and runs
+//! [`weir_csi::serve`] until SIGTERM or SIGINT; sessions and pods' mounts
+//! stay up after it stops, for the next plugin to re-adopt.
 
 use std::path::PathBuf;
 
