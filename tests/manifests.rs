@@ -1915,19 +1915,9 @@ fn kill_container(c: &mut std::process::Child) {
 
 /// The processes whose parent is `ppid`.
 fn children_of(ppid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1)?.parse::<i32>().ok())
-                    == Some(ppid)
-            })
-        })
+    weir_testkit::process::children(ppid)
+        .into_iter()
+        .map(|(pid, _)| pid)
         .collect()
 }
 

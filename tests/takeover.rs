@@ -244,40 +244,11 @@ fn a_stopped_daemon_is_detected_and_replaced() {
     assert!(!alive(pid), "the stopped daemon was killed");
 }
 
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    })
-}
-
 /// Processes whose parent is `ppid`, and which of them are zombies.
 fn children_of(ppid: i32) -> (Vec<i32>, Vec<i32>) {
-    let mut all = Vec::new();
-    let mut zombies = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let rest: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if rest.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
-            all.push(pid);
-            if rest.first() == Some(&"Z") {
-                zombies.push(pid);
-            }
-        }
-    }
-    (all, zombies)
+    let kids = weir_testkit::process::children(ppid);
+    let zombies = kids.iter().filter(|k| k.1 == 'Z').map(|k| k.0).collect();
+    (kids.into_iter().map(|k| k.0).collect(), zombies)
 }
 
 fn mounts_at(path: &Path) -> usize {

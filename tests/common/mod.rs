@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use weir_testkit::process::{signal, stop};
+pub use weir_testkit::process::{alive, signal, stop};
 pub use weir_testkit::{MountGuard, S3Server, is_mounted, run_with_timeout, timed, wait_or_kill};
 
 /// Default time limit of one test body.

@@ -190,20 +190,9 @@ impl MountGuard {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0): look at its state too.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 fn exited_within(pid: i32, timeout: Duration) -> bool {
     let start = Instant::now();
-    while alive(pid) {
+    while crate::process::alive(pid) {
         if start.elapsed() > timeout {
             return false;
         }
